@@ -1,0 +1,57 @@
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+from hodei.lib import clock
+from hodei.lib.ids import uuid7
+
+TOKEN_PREFIX = "hodei_"
+
+
+def hash_token(raw: str) -> str:
+    # Tokens are 256 random bits: a fast hash is enough, no salt or stretching needed.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for API clients. Only its SHA-256 is stored; the raw token is shown
+    once, when created. Revoking sets ``revoked_at``; the row stays for the audit trail."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(
+        max_length=16, editable=False, help_text="First characters, to recognise a token."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def revoke(self, *, now=None) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = now or clock.now()
+            self.save(update_fields=["revoked_at"])
+
+
+def token_create(*, user, name: str = "") -> tuple[ApiToken, str]:
+    """Create a token for ``user``; returns the row and the raw token (shown once)."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=raw[: len(TOKEN_PREFIX) + 6], key_hash=hash_token(raw)
+    )
+    return token, raw

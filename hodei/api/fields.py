@@ -1,0 +1,54 @@
+"""Serializer fields shared by the three APIs."""
+
+import re
+
+from rest_framework import serializers
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_MAP_ITEMS = 200
+
+
+class StringMapField(serializers.JSONField):
+    """A JSON object of string keys to string values (labels, environment)."""
+
+    def __init__(self, *, key_pattern: re.Pattern | None = None, max_value_length=4096, **kwargs):
+        self.key_pattern = key_pattern
+        self.max_value_length = max_value_length
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object of strings.")
+        if len(data) > MAX_MAP_ITEMS:
+            raise serializers.ValidationError(f"At most {MAX_MAP_ITEMS} entries.")
+        for key, value in data.items():
+            if self.key_pattern and not self.key_pattern.match(key):
+                raise serializers.ValidationError(f"{key!r} is not a valid name.")
+            if len(key) > 200:
+                raise serializers.ValidationError("Keys are at most 200 characters.")
+            if not isinstance(value, str):
+                raise serializers.ValidationError(f"Value of {key!r} must be a string.")
+            if len(value) > self.max_value_length:
+                raise serializers.ValidationError(
+                    f"Value of {key!r} is longer than {self.max_value_length} characters."
+                )
+        return data
+
+
+class JSONObjectField(serializers.JSONField):
+    """Free-form metadata, but always a JSON object."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return data
+
+
+def env_field(**kwargs) -> StringMapField:
+    return StringMapField(key_pattern=ENV_NAME, **kwargs)
+
+
+def labels_field(**kwargs) -> StringMapField:
+    return StringMapField(max_value_length=200, **kwargs)

@@ -1,0 +1,205 @@
+"""Hodei's one settings module, driven by environment variables.
+
+It fails closed: outside ``HODEI_DEV=1`` a ``SECRET_KEY`` is required.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from hodei import __version__
+from hodei.lib.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("HODEI_VAR_DIR", str(BASE_DIR / "var")))
+
+HODEI_VERSION = __version__
+HODEI_DEV = env_bool("HODEI_DEV", False)
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = env_str("SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not HODEI_DEV:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is required (or set HODEI_DEV=1 for a local development setup)."
+        )
+    SECRET_KEY = "hodei-development-only-not-secret"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Which API this process serves: each service gets its own URLconf, so the seed's
+# three-port contract holds exactly and each service scales on its own.
+HODEI_SERVICES = ("orchestrator", "scheduler", "workermanager")
+HODEI_SERVICE = env_str("HODEI_SERVICE", "orchestrator")
+if HODEI_SERVICE not in HODEI_SERVICES:
+    raise ImproperlyConfigured(f"HODEI_SERVICE must be one of {HODEI_SERVICES}")
+ROOT_URLCONF = f"hodei.urls.{HODEI_SERVICE}"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "accounts",
+    "orchestrator",
+    "scheduler",
+    "workermanager",
+]
+
+MIDDLEWARE = [
+    "hodei.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "hodei.wsgi.application"
+
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": parse_database_url(_database_url)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {"default": sqlite_database(str(VAR_DIR / "hodei.sqlite3"))}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("HODEI_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+# Serve assets (admin, Swagger UI) straight from the installed apps: no collectstatic
+# step is needed to get a working UI, and nothing comes from a CDN.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "/api-auth/login/"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_NAME = "hodei_session"
+CSRF_COOKIE_NAME = "hodei_csrftoken"
+
+# Request bodies larger than this are refused with 413 before anything parses them.
+HODEI_MAX_BODY_BYTES = env_int("HODEI_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HODEI_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["hodei.api.permissions.ModelPermissions"],
+    "DEFAULT_PARSER_CLASSES": ["hodei.api.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "hodei.api.pagination.LinkHeaderCursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hodei.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hodei",
+    "VERSION": __version__,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+        }
+    },
+    "SECURITY": [{"bearerAuth": []}],
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+APPEND_SLASH = False
+
+# Worker agents and the reaper.
+HODEI_HEARTBEAT_SECONDS = env_float("HODEI_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+HODEI_MISSED_HEARTBEATS = env_int("HODEI_MISSED_HEARTBEATS", 3, minimum=1)
+HODEI_POLL_SECONDS = env_float("HODEI_POLL_SECONDS", 1.0, minimum=0.05)
+HODEI_LOG_MAX_BYTES = env_int("HODEI_LOG_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+HODEI_LOG_FLUSH_SECONDS = env_float("HODEI_LOG_FLUSH_SECONDS", 0.2, minimum=0.01)
+HODEI_LOG_FLUSH_BYTES = env_int("HODEI_LOG_FLUSH_BYTES", 64 * 1024, minimum=1024)
+HODEI_KILL_GRACE_SECONDS = env_float("HODEI_KILL_GRACE_SECONDS", 5.0, minimum=0)
+HODEI_SHUTDOWN_GRACE_SECONDS = env_float("HODEI_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
+HODEI_TIMEOUT_GRACE_SECONDS = env_float("HODEI_TIMEOUT_GRACE_SECONDS", 30.0, minimum=0)
+HODEI_DEFAULT_WORKER_TYPE = env_str("HODEI_DEFAULT_WORKER_TYPE", "default")
+HODEI_WORKER_START_TIMEOUT_SECONDS = env_float(
+    "HODEI_WORKER_START_TIMEOUT_SECONDS", 10.0, minimum=0.5
+)
+
+Q_CLUSTER = {
+    "name": "hodei",
+    "orm": "default",
+    "workers": env_int("HODEI_Q_WORKERS", 2, minimum=1),
+    # A task longer than `retry` is redelivered: keep timeout < retry, bounded attempts.
+    "timeout": 60,
+    "retry": 120,
+    "max_attempts": 3,
+    "catch_up": False,
+    "save_limit": 1000,
+    "ack_failures": True,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+
+LOG_LEVEL = env_str("HODEI_LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

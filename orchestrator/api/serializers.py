@@ -1,0 +1,98 @@
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from hodei.api.fields import JSONObjectField, env_field, labels_field
+from orchestrator.models import Job, Pipeline
+
+SECRET_MASK = "********"
+
+
+class PipelineSerializer(serializers.ModelSerializer):
+    metadata = JSONObjectField(required=False)
+
+    class Meta:
+        model = Pipeline
+        fields = ["id", "name", "description", "status", "metadata", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+
+class PipelineInputSerializer(PipelineSerializer):
+    class Meta(PipelineSerializer.Meta):
+        fields = ["name", "description", "status", "metadata"]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    pipeline_id = serializers.UUIDField(read_only=True)
+    depends_on = serializers.SerializerMethodField()
+    secret_env = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "pipeline_id",
+            "name",
+            "description",
+            "command",
+            "type",
+            "worker_type",
+            "labels",
+            "env",
+            "secret_env",
+            "timeout_seconds",
+            "max_retries",
+            "retry_delay_seconds",
+            "retry_backoff",
+            "max_lost_retries",
+            "depends_on",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_depends_on(self, job: Job) -> list[str]:
+        # Uses the prefetch cache when the view prefetched `depends_on`.
+        return [str(other.pk) for other in job.depends_on.all()]
+
+    @extend_schema_field(serializers.DictField(child=serializers.CharField()))
+    def get_secret_env(self, job: Job) -> dict[str, str]:
+        return {key: SECRET_MASK for key in job.secret_env}
+
+
+class JobInputSerializer(serializers.ModelSerializer):
+    pipeline_id = serializers.PrimaryKeyRelatedField(
+        source="pipeline", queryset=Pipeline.objects.all(), pk_field=serializers.UUIDField()
+    )
+    labels = labels_field(required=False)
+    env = env_field(required=False)
+    secret_env = env_field(required=False)
+    depends_on = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=Job.objects.all(), required=False, pk_field=serializers.UUIDField()
+    )
+
+    class Meta:
+        model = Job
+        fields = [
+            "pipeline_id",
+            "name",
+            "description",
+            "command",
+            "type",
+            "worker_type",
+            "labels",
+            "env",
+            "secret_env",
+            "timeout_seconds",
+            "max_retries",
+            "retry_delay_seconds",
+            "retry_backoff",
+            "max_lost_retries",
+            "depends_on",
+        ]
+
+
+class JobStatusSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()

@@ -1,0 +1,107 @@
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from hodei.lib import clock
+from hodei.lib.ids import uuid7
+from orchestrator.choices import CommandType, JobStatus, PipelineStatus
+
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+worker_type_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    "Use letters, digits, '.', '_' and '-', starting with a letter or digit.",
+)
+
+
+class Pipeline(models.Model):
+    """A named group of jobs that belong together, such as the build of one project."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=PipelineStatus.choices, default=PipelineStatus.ACTIVE
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "-id"], name="pipeline_status_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(models.Model):
+    """A command to run and how to run it. Its fields are the defaults of every execution
+    started from it; a run may override them."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    command = models.TextField(blank=True, default="")
+    type = models.CharField(max_length=16, choices=CommandType.choices, default=CommandType.BASH)
+    worker_type = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[worker_type_validator],
+        help_text="Only workers of this type may run it; empty means any worker.",
+    )
+    labels = models.JSONField(default=dict, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    secret_env = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Environment variables whose values are never shown in the API or logs.",
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)],
+        help_text="Empty means no timeout.",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Automatic retries after a failed or timed-out run.",
+    )
+    retry_delay_seconds = models.PositiveIntegerField(
+        default=10, validators=[MaxValueValidator(24 * 3600)]
+    )
+    retry_backoff = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(10.0)],
+        help_text="Each retry waits this many times longer than the one before.",
+    )
+    max_lost_retries = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MaxValueValidator(100)],
+        help_text="Retries after a run was lost with its worker (an infrastructure failure).",
+    )
+    depends_on = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="dependents"
+    )
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["pipeline", "-id"], name="job_pipeline_idx"),
+            models.Index(fields=["status", "-id"], name="job_status_idx"),
+            models.Index(fields=["type", "-id"], name="job_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+    def record_run_status(self, status: str) -> None:
+        """Mirror the status of this job's latest execution."""
+        if self.status != status:
+            self.status = status
+            Job.objects.filter(pk=self.pk).update(status=status)

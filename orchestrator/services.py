@@ -1,0 +1,112 @@
+"""Workflows on pipelines and jobs. Views, admin actions and commands call these."""
+
+from django.db import transaction
+
+from hodei.exceptions import InvalidInput
+from hodei.lib import clock
+from orchestrator.models import Job, Pipeline
+
+PIPELINE_FIELDS = {"name", "description", "status", "metadata"}
+JOB_FIELDS = {
+    "name",
+    "description",
+    "command",
+    "type",
+    "worker_type",
+    "labels",
+    "env",
+    "secret_env",
+    "timeout_seconds",
+    "max_retries",
+    "retry_delay_seconds",
+    "retry_backoff",
+    "max_lost_retries",
+}
+
+
+def pipeline_create(*, name: str, **fields) -> Pipeline:
+    _reject_unknown(fields, PIPELINE_FIELDS)
+    now = clock.now()
+    return Pipeline.objects.create(name=name, created_at=now, updated_at=now, **fields)
+
+
+def pipeline_update(*, pipeline: Pipeline, **fields) -> Pipeline:
+    _reject_unknown(fields, PIPELINE_FIELDS)
+    for name, value in fields.items():
+        setattr(pipeline, name, value)
+    pipeline.updated_at = clock.now()
+    pipeline.save(update_fields=[*fields, "updated_at"])
+    return pipeline
+
+
+@transaction.atomic
+def job_create(*, pipeline: Pipeline, depends_on: list[Job] | None = None, **fields) -> Job:
+    _reject_unknown(fields, JOB_FIELDS)
+    now = clock.now()
+    job = Job.objects.create(pipeline=pipeline, created_at=now, updated_at=now, **fields)
+    if depends_on:
+        _set_dependencies(job, depends_on)
+    return job
+
+
+@transaction.atomic
+def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Job:
+    _reject_unknown(fields, JOB_FIELDS | {"pipeline"})
+    moving = "pipeline" in fields and fields["pipeline"].pk != job.pipeline_id
+    keeps_upstream = depends_on is None and job.depends_on.exists()
+    if moving and (keeps_upstream or job.dependents.exists()):
+        raise InvalidInput(
+            "A job linked to others by depends_on cannot move to another pipeline.",
+            fields={"pipeline_id": ["Remove its dependencies first."]},
+        )
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.updated_at = clock.now()
+    job.save(update_fields=[*fields, "updated_at"])
+    if depends_on is not None:
+        _set_dependencies(job, depends_on)
+    return job
+
+
+def _set_dependencies(job: Job, depends_on: list[Job]) -> None:
+    for other in depends_on:
+        if other.pk == job.pk:
+            raise InvalidInput(
+                "A job cannot depend on itself.", fields={"depends_on": [str(job.pk)]}
+            )
+        if other.pipeline_id != job.pipeline_id:
+            raise InvalidInput(
+                "Dependencies must be jobs of the same pipeline.",
+                fields={"depends_on": [f"{other.pk} belongs to another pipeline."]},
+            )
+    if _creates_cycle(job, depends_on):
+        raise InvalidInput(
+            "Dependencies would form a cycle.", fields={"depends_on": ["Cycle detected."]}
+        )
+    job.depends_on.set(depends_on)
+
+
+def _creates_cycle(job: Job, depends_on: list[Job]) -> bool:
+    # Walk upstream from the new dependencies; reaching `job` means a cycle. One query per
+    # level of the graph, over the edges of this pipeline only.
+    edges: dict = {}
+    through = Job.depends_on.through
+    for from_id, to_id in through.objects.filter(from_job__pipeline_id=job.pipeline_id).values_list(
+        "from_job_id", "to_job_id"
+    ):
+        if from_id != job.pk:
+            edges.setdefault(from_id, set()).add(to_id)
+    frontier = {d.pk for d in depends_on}
+    seen: set = set()
+    while frontier:
+        if job.pk in frontier:
+            return True
+        seen |= frontier
+        frontier = {up for node in frontier for up in edges.get(node, ())} - seen
+    return False
+
+
+def _reject_unknown(fields: dict, allowed: set) -> None:
+    unknown = set(fields) - allowed
+    if unknown:
+        raise TypeError(f"Unknown fields: {sorted(unknown)}")

@@ -1,0 +1,102 @@
+from datetime import UTC, datetime
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from hodei.api.fields import labels_field
+from orchestrator.models import Job
+from scheduler.models import Schedule, Worker
+from scheduler.services import schedule_upcoming
+
+# Postgres and Python both handle these; anything outside is a typo, not a plan.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(read_only=True)
+    scheduled_at = serializers.DateTimeField(source="created_at", read_only=True)
+    upcoming = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "job_id",
+            "name",
+            "cron",
+            "timezone",
+            "schedule_time",
+            "status",
+            "enabled",
+            "overlap_policy",
+            "misfire_policy",
+            "scheduled_at",
+            "next_run_at",
+            "last_run_at",
+            "upcoming",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
+    def get_upcoming(self, schedule: Schedule) -> list[str]:
+        return [t.isoformat().replace("+00:00", "Z") for t in schedule_upcoming(schedule)]
+
+
+class ScheduleInputSerializer(serializers.ModelSerializer):
+    job_id = serializers.PrimaryKeyRelatedField(
+        source="job", queryset=Job.objects.all(), pk_field=serializers.UUIDField()
+    )
+    cron = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    schedule_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    timezone = serializers.CharField(required=False, max_length=64, default="UTC")
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "job_id",
+            "name",
+            "cron",
+            "timezone",
+            "schedule_time",
+            "enabled",
+            "overlap_policy",
+            "misfire_policy",
+        ]
+
+    def validate_schedule_time(self, value):
+        if value is not None and not (EARLIEST <= value <= LATEST):
+            raise serializers.ValidationError("Must be between 1970 and 9000.")
+        return value
+
+
+class WorkerSerializer(serializers.ModelSerializer):
+    last_heartbeat = serializers.DateTimeField(source="last_heartbeat_at", read_only=True)
+
+    class Meta:
+        model = Worker
+        fields = [
+            "id",
+            "name",
+            "type",
+            "status",
+            "labels",
+            "capacity",
+            "hostname",
+            "version",
+            "pid",
+            "registered_at",
+            "last_heartbeat",
+            "stopped_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkerInputSerializer(serializers.ModelSerializer):
+    labels = labels_field(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    class Meta:
+        model = Worker
+        fields = ["name", "type", "labels", "capacity", "hostname", "version", "pid"]

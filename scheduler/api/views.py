@@ -1,0 +1,56 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from hodei.api.views import validated
+from hodei.lib import clock
+from scheduler import services
+from scheduler.api.filters import ScheduleFilter, WorkerFilter
+from scheduler.api.serializers import (
+    ScheduleInputSerializer,
+    ScheduleSerializer,
+    WorkerInputSerializer,
+    WorkerSerializer,
+)
+from scheduler.models import Schedule, Worker
+
+
+class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Schedules: when a job runs by itself."""
+
+    queryset = Schedule.objects.all()
+    serializer_class = ScheduleSerializer
+    filterset_class = ScheduleFilter
+
+    @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
+    def create(self, request):
+        schedule = services.schedule_create(**validated(ScheduleInputSerializer, request.data))
+        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+
+class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The registry of every agent that can run work."""
+
+    queryset = Worker.objects.all()
+    serializer_class = WorkerSerializer
+    filterset_class = WorkerFilter
+    action_permissions = {"heartbeat": "change"}
+
+    @extend_schema(
+        request=WorkerInputSerializer,
+        responses={201: WorkerSerializer, 200: WorkerSerializer},
+        description="Register a worker. Registering a name that exists re-registers that "
+        "worker (200) instead of creating a new one (201).",
+    )
+    def create(self, request):
+        worker, created = services.worker_register(**validated(WorkerInputSerializer, request.data))
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(WorkerSerializer(worker).data, status=code)
+
+    @extend_schema(request=None, responses=WorkerSerializer)
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request, pk=None):
+        worker = self.get_object()
+        worker.heartbeat(now=clock.now())
+        return Response(WorkerSerializer(worker).data)

@@ -1,0 +1,111 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from hodei.lib import clock
+from hodei.lib.ids import uuid7
+from orchestrator.models import worker_type_validator
+from scheduler.choices import MisfirePolicy, OverlapPolicy, ScheduleStatus, WorkerStatus
+
+
+class Schedule(models.Model):
+    """When a job runs by itself: a cron expression in a timezone, or one moment."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    job = models.ForeignKey("orchestrator.Job", on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200, blank=True, default="")
+    cron = models.CharField(max_length=200, blank=True, default="")
+    timezone = models.CharField(max_length=64, default="UTC")
+    schedule_time = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=ScheduleStatus.choices, default=ScheduleStatus.SCHEDULED
+    )
+    enabled = models.BooleanField(default=True)
+    overlap_policy = models.CharField(
+        max_length=16, choices=OverlapPolicy.choices, default=OverlapPolicy.FORBID
+    )
+    misfire_policy = models.CharField(
+        max_length=16, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE
+    )
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    (models.Q(cron="") & models.Q(schedule_time__isnull=False))
+                    | (~models.Q(cron="") & models.Q(schedule_time__isnull=True))
+                ),
+                name="schedule_cron_xor_time",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["job", "-id"], name="schedule_job_idx"),
+            models.Index(fields=["status", "next_run_at"], name="schedule_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.cron or f"once at {self.schedule_time:%Y-%m-%d %H:%M:%S}"
+
+
+class Worker(models.Model):
+    """An agent that can run work, as it registered itself; kept alive by heartbeats."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=64, validators=[worker_type_validator])
+    labels = models.JSONField(default=dict, blank=True)
+    capacity = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)]
+    )
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    version = models.CharField(max_length=64, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.ONLINE
+    )
+    registered_at = models.DateTimeField(default=clock.now)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "last_heartbeat_at"], name="worker_status_idx"),
+            models.Index(fields=["type", "-id"], name="worker_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def heartbeat(self, *, now=None) -> None:
+        """Record that the worker is alive; an offline worker comes back online.
+
+        A draining worker stays draining: a heartbeat must not undo an operator's drain."""
+        now = now or clock.now()
+        self.last_heartbeat_at = now
+        fields = ["last_heartbeat_at"]
+        if self.status == WorkerStatus.OFFLINE:
+            self.status = WorkerStatus.ONLINE
+            self.stopped_at = None
+            fields += ["status", "stopped_at"]
+        self.save(update_fields=fields)
+
+    def go_offline(self, *, now=None) -> None:
+        if self.status != WorkerStatus.OFFLINE:
+            self.status = WorkerStatus.OFFLINE
+            self.stopped_at = now or clock.now()
+            self.save(update_fields=["status", "stopped_at"])
+
+    def drain(self) -> None:
+        if self.status == WorkerStatus.ONLINE:
+            self.status = WorkerStatus.DRAINING
+            self.save(update_fields=["status"])
+
+    def undrain(self) -> None:
+        if self.status == WorkerStatus.DRAINING:
+            self.status = WorkerStatus.ONLINE
+            self.save(update_fields=["status"])

@@ -1,0 +1,38 @@
+from django_filters import rest_framework as filters
+
+from orchestrator.choices import CommandType
+from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger
+from workermanager.models import Execution, ManagedWorker
+
+
+class ExecutionFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=ExecutionStatus.choices)
+    job_id = filters.UUIDFilter(field_name="job_id")
+    pipeline_id = filters.UUIDFilter(field_name="job__pipeline_id")
+    worker_id = filters.UUIDFilter(field_name="worker_id")
+    schedule_id = filters.UUIDFilter(field_name="schedule_id")
+    type = filters.ChoiceFilter(choices=CommandType.choices)
+    worker_type = filters.CharFilter(max_length=64)
+    trigger = filters.ChoiceFilter(choices=Trigger.choices)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "status",
+            "job_id",
+            "pipeline_id",
+            "worker_id",
+            "schedule_id",
+            "type",
+            "worker_type",
+            "trigger",
+        ]
+
+
+class ManagedWorkerFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=ManagedWorkerStatus.choices)
+    type = filters.CharFilter(max_length=64)
+
+    class Meta:
+        model = ManagedWorker
+        fields = ["status", "type"]

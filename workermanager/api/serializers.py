@@ -1,0 +1,87 @@
+from rest_framework import serializers
+
+from hodei.api.fields import env_field
+from orchestrator.choices import CommandType
+from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
+from workermanager.models import Execution, ExecutionLog
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(read_only=True)
+    worker_id = serializers.UUIDField(read_only=True)
+    retry_of = serializers.UUIDField(source="retry_of_id", read_only=True)
+    schedule_id = serializers.UUIDField(read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "job_id",
+            "command",
+            "type",
+            "worker_type",
+            "env",
+            "timeout_seconds",
+            "status",
+            "exit_code",
+            "error",
+            "worker_id",
+            "attempt",
+            "retry_of",
+            "trigger",
+            "schedule_id",
+            "scheduled_for",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "cancel_requested",
+            "log_bytes",
+            "log_truncated",
+        ]
+        read_only_fields = fields
+
+
+class ExecuteInputSerializer(serializers.Serializer):
+    job_id = serializers.PrimaryKeyRelatedField(
+        source="job",
+        queryset=Job.objects.all(),
+        pk_field=serializers.UUIDField(),
+        required=False,
+        allow_null=True,
+    )
+    command = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=256 * 1024
+    )
+    type = serializers.ChoiceField(choices=CommandType.choices, required=False)
+    worker_type = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, validators=[worker_type_validator]
+    )
+    env = env_field(required=False)
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_TIMEOUT_SECONDS
+    )
+
+
+class ExecutionLogEntrySerializer(serializers.ModelSerializer):
+    timestamp = serializers.DateTimeField(source="created_at")
+    level = serializers.CharField()
+
+    class Meta:
+        model = ExecutionLog
+        fields = ["seq", "timestamp", "stream", "level", "message"]
+
+
+class ExecutionLogsSerializer(serializers.Serializer):
+    execution_id = serializers.UUIDField()
+    logs = ExecutionLogEntrySerializer(many=True)
+    next_offset = serializers.IntegerField()
+    complete = serializers.BooleanField()
+    truncated = serializers.BooleanField()
+    status = serializers.CharField()
+
+
+class LogQuerySerializer(serializers.Serializer):
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, default=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=1000)

@@ -1,0 +1,12 @@
+from django.urls import include, path
+
+from hodei.urls import router
+from workermanager.api.views import ExecutionViewSet
+
+api = router()
+api.register("executions", ExecutionViewSet, basename="execution")
+
+urlpatterns = [
+    path("api/v1/execute", ExecutionViewSet.as_view({"post": "create"}), name="execute"),
+    path("api/v1/", include(api.urls)),
+]
