@@ -113,6 +113,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve assets (admin, Swagger UI) straight from the installed apps: no collectstatic
 # step is needed to get a working UI, and nothing comes from a CDN.
 WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,118 @@
+"""Shared fixtures.
+
+API tests talk to each service through its own URLconf (``orch``, ``sched``, ``wm``
+clients), exactly as the three processes serve them. Tests that need real processes use
+``live_db_url`` to point them at the test database."""
+
+import os
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from accounts.models import token_create
+from tests.factories import UserFactory
+
+
+class ServiceClient(APIClient):
+    """An API client bound to one service's URLconf."""
+
+    def __init__(self, service: str, **kwargs):
+        super().__init__(**kwargs)
+        self.urlconf = f"hodei.urls.{service}"
+
+    def request(self, **kwargs):
+        with override_settings(ROOT_URLCONF=self.urlconf):
+            return super().request(**kwargs)
+
+
+def client_for(service: str, user=None) -> ServiceClient:
+    client = ServiceClient(service)
+    if user is not None:
+        _, raw = token_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="root", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def orch(admin_user) -> ServiceClient:
+    return client_for("orchestrator", admin_user)
+
+
+@pytest.fixture
+def sched(admin_user) -> ServiceClient:
+    return client_for("scheduler", admin_user)
+
+
+@pytest.fixture
+def wm(admin_user) -> ServiceClient:
+    return client_for("workermanager", admin_user)
+
+
+@pytest.fixture
+def make_client(db):
+    """make_client(service, user=None, perms=()) -> a client for a user holding ``perms``
+    (``"app_label.codename"`` strings); ``user=None`` with no perms is anonymous."""
+
+    def make(service: str, *, user=None, perms: tuple[str, ...] = (), anonymous=False):
+        if anonymous:
+            return ServiceClient(service)
+        user = user or UserFactory()
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return client_for(service, user)
+
+    return make
+
+
+def database_url_for_tests() -> str:
+    """A DATABASE_URL for child processes that points at the test database."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] or ""
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    host = s["HOST"] or "127.0.0.1"
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def live_db_url(django_db_setup, django_db_blocker) -> str:
+    with django_db_blocker.unblock():
+        return database_url_for_tests()
+
+
+@pytest.fixture(scope="session")
+def child_env(live_db_url) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=live_db_url,
+        HODEI_DEV="1",
+        HODEI_HEARTBEAT_SECONDS="0.5",
+        HODEI_POLL_SECONDS="0.2",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
