@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "accounts",
+    "agent",
     "orchestrator",
     "scheduler",
     "workermanager",

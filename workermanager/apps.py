@@ -1,6 +1,12 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class WorkerManagerConfig(AppConfig):
     name = "workermanager"
     verbose_name = "Executions and managed workers"
+
+    def ready(self):
+        from hodei.periodic import ensure_periodic_tasks
+
+        post_migrate.connect(ensure_periodic_tasks, sender=self, dispatch_uid="hodei-periodic")

@@ -1,7 +1,7 @@
 from datetime import datetime, timedelta
 
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
@@ -177,7 +177,7 @@ class Execution(models.Model):
         indexes = [
             # The claim query: oldest queued first, per worker type.
             models.Index(
-                fields=["worker_type", "id"],
+                fields=["id"],
                 condition=models.Q(status="queued"),
                 name="execution_queue_idx",
             ),
@@ -209,6 +209,35 @@ class Execution(models.Model):
         return self.status in TERMINAL
 
     # -- transitions -------------------------------------------------------------
+
+    @classmethod
+    def claim(cls, *, worker, limit: int, now: datetime) -> list["Execution"]:
+        """queued -> running for up to ``limit`` executions that ``worker`` may run
+        (its type, or any type), oldest first, in one short transaction.
+
+        FOR UPDATE SKIP LOCKED: concurrent claimers lock disjoint rows and never wait on
+        each other, so no execution is claimed twice. On SQLite the IMMEDIATE transaction
+        serialises claimers instead."""
+        with transaction.atomic():
+            rows = list(
+                cls.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(status=S.QUEUED, available_at__lte=now)
+                .filter(models.Q(worker_type="") | models.Q(worker_type=worker.type))
+                .select_related("job")
+                .order_by("id")[:limit]
+            )
+            for row in rows:
+                row.status = S.RUNNING
+                row.worker = worker
+                row.started_at = now
+                if row.timeout_seconds:
+                    row.deadline_at = now + timedelta(seconds=row.timeout_seconds)
+            if rows:
+                cls.objects.bulk_update(rows, ["status", "worker", "started_at", "deadline_at"])
+                for row in rows:
+                    if row.job_id:
+                        row._mirror_status_to_job()
+        return rows
 
     def _transition(self, allowed: set, target: str, *, extra_filter=None, **fields) -> bool:
         """Move to ``target`` if the row is still in one of ``allowed``; returns whether
@@ -242,7 +271,7 @@ class Execution(models.Model):
         ):
             raise InvalidTransition(f"Execution is {self.status}; only a queued one can start.")
 
-    def finish(self, *, exit_code: int, now: datetime, worker=None) -> bool:
+    def finish(self, *, exit_code: int, now: datetime, worker=None, **log_stats) -> bool:
         """running -> succeeded (exit 0) or failed. Returns False, changing nothing, when
         the execution was settled meanwhile (a late report from a lost worker)."""
         target = S.SUCCEEDED if exit_code == 0 else S.FAILED
@@ -252,9 +281,12 @@ class Execution(models.Model):
             extra_filter=_by_worker(worker),
             exit_code=exit_code,
             finished_at=now,
+            **_log_stats(log_stats),
         )
 
-    def fail(self, *, error: str, now: datetime, exit_code: int | None = None, worker=None) -> bool:
+    def fail(
+        self, *, error: str, now: datetime, exit_code: int | None = None, worker=None, **log_stats
+    ) -> bool:
         """running -> failed for a reason other than the exit code (it could not start,
         or the control plane gave up on it)."""
         return self._transition(
@@ -264,9 +296,12 @@ class Execution(models.Model):
             error=error[:2000],
             exit_code=exit_code,
             finished_at=now,
+            **_log_stats(log_stats),
         )
 
-    def time_out(self, *, now: datetime, exit_code: int | None = None, worker=None) -> bool:
+    def time_out(
+        self, *, now: datetime, exit_code: int | None = None, worker=None, **log_stats
+    ) -> bool:
         return self._transition(
             {S.RUNNING},
             S.TIMED_OUT,
@@ -277,7 +312,13 @@ class Execution(models.Model):
         )
 
     def confirm_cancelled(
-        self, *, now: datetime, exit_code: int | None = None, worker=None
+        self,
+        *,
+        now: datetime,
+        exit_code: int | None = None,
+        worker=None,
+        error: str = "",
+        **log_stats,
     ) -> bool:
         """running -> cancelled, reported by the worker once the process group is gone."""
         return self._transition(
@@ -285,7 +326,9 @@ class Execution(models.Model):
             S.CANCELLED,
             extra_filter=_by_worker(worker),
             exit_code=exit_code,
+            error=error,
             finished_at=now,
+            **_log_stats(log_stats),
         )
 
     def lose(self, *, now: datetime, reason: str) -> bool:
@@ -303,6 +346,13 @@ class Execution(models.Model):
                 return
             self.refresh_from_db()
         raise InvalidTransition(f"Execution is already {self.status}; it cannot be cancelled.")
+
+
+def _log_stats(stats: dict) -> dict:
+    unknown = set(stats) - {"log_bytes", "log_truncated"}
+    if unknown:
+        raise TypeError(f"Unknown fields {sorted(unknown)}")
+    return stats
 
 
 def _by_worker(worker) -> dict:

@@ -7,6 +7,7 @@ Agents LISTEN on a dedicated autocommit connection, never on Django's own (DESIG
 from django.db import connection
 
 CHANNEL = "hodei_executions"
+CANCEL_CHANNEL = "hodei_cancel"
 
 
 def supports_notify() -> bool:
@@ -17,3 +18,9 @@ def notify_queued(worker_type: str) -> None:
     if supports_notify():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, worker_type])
+
+
+def notify_cancel(execution_id) -> None:
+    if supports_notify():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CANCEL_CHANNEL, str(execution_id)])

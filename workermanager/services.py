@@ -1,15 +1,22 @@
 """Workflows on executions: queueing, retrying, settling reports from workers."""
 
-from datetime import datetime, timedelta
+import socket
+import time
+from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
 
-from hodei.exceptions import InvalidInput, InvalidTransition
+from hodei.exceptions import InvalidInput, InvalidTransition, Unavailable
 from hodei.lib import clock
+from hodei.lib.ids import uuid7
 from orchestrator.models import Job
-from workermanager.choices import RETRYABLE, TERMINAL, ExecutionStatus, Trigger
-from workermanager.models import Execution
-from workermanager.notify import notify_queued
+from scheduler.choices import LIVE_WORKER_STATUSES, WorkerStatus
+from scheduler.models import Worker
+from workermanager.choices import MANAGED_LIVE, RETRYABLE, TERMINAL, ExecutionStatus, Trigger
+from workermanager.models import Execution, ExecutionLog, ManagedWorker
+from workermanager.notify import notify_cancel, notify_queued
+from workermanager.providers import ProviderError, get_provider
 
 DEFAULT_LOST_RETRIES = Job._meta.get_field("max_lost_retries").default
 
@@ -73,9 +80,102 @@ def execution_enqueue(
     return execution
 
 
+@transaction.atomic
 def execution_cancel(*, execution: Execution) -> Execution:
     execution.request_cancel(now=clock.now())
+    if execution.status == ExecutionStatus.RUNNING:
+        # Its worker polls for cancellations every half second; this makes it immediate.
+        notify_cancel(execution.id)
     return execution
+
+
+def execution_logs_store(*, chunks: list) -> None:
+    """Store output chunks, given as (execution id, agent.output.Chunk) pairs, in one
+    INSERT. A chunk already stored (a retried flush) is skipped, never duplicated."""
+    rows = [
+        ExecutionLog(
+            execution_id=execution_id,
+            seq=chunk.seq,
+            stream=chunk.stream,
+            message=chunk.message,
+            created_at=datetime.fromtimestamp(chunk.created_at, tz=UTC),
+        )
+        for execution_id, chunk in chunks
+    ]
+    ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+@transaction.atomic
+def execution_settle(
+    *,
+    execution: Execution,
+    worker: Worker | None,
+    outcome: str,
+    exit_code: int | None,
+    error: str = "",
+    log_bytes: int = 0,
+    log_truncated: bool = False,
+) -> bool:
+    """Record a worker's report of how a run ended, then apply the job's retry policy.
+
+    Returns False, changing nothing, when the execution was settled meanwhile: a late
+    report (say, from a worker already declared lost) never flips the outcome."""
+    now = clock.now()
+    stats = {"log_bytes": log_bytes, "log_truncated": log_truncated}
+    common = {"now": now, "exit_code": exit_code, "worker": worker, **stats}
+    if outcome == ExecutionStatus.TIMED_OUT:
+        changed = execution.time_out(**common)
+    elif outcome == ExecutionStatus.CANCELLED:
+        changed = execution.confirm_cancelled(error=error, **common)
+    elif outcome == ExecutionStatus.FAILED and error:
+        changed = execution.fail(error=error, **common)
+    elif outcome in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED):
+        changed = execution.finish(**common)
+    else:
+        raise ValueError(f"{outcome!r} is not an outcome a worker reports")
+    if changed:
+        execution_retry_if_due(execution=execution)
+    return changed
+
+
+@transaction.atomic
+def worker_reap(*, now: datetime | None = None) -> list[Worker]:
+    """Mark workers that missed their heartbeats offline and their running executions
+    lost (each then retried under the infrastructure budget). Safe to run anywhere, any
+    number of times at once: rows are locked and transitions are conditional."""
+    now = now or clock.now()
+    silence = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)
+    # SKIP LOCKED: a reaper running concurrently takes other rows, not these again.
+    dead = list(
+        Worker.objects.select_for_update(skip_locked=True)
+        .filter(status__in=LIVE_WORKER_STATUSES, last_heartbeat_at__lt=now - silence)
+        .order_by("id")
+    )
+    for worker in dead:
+        worker.go_offline(now=now)
+        running = Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING)
+        for execution in running.select_related("job"):
+            if execution.lose(now=now, reason=f"Worker {worker.name} stopped heartbeating."):
+                execution_retry_if_due(execution=execution)
+    return dead
+
+
+@transaction.atomic
+def execution_expire_overdue(*, now: datetime | None = None) -> list[Execution]:
+    """Fail running executions past their deadline plus a grace period whose worker has
+    gone silent, so nothing stays running forever even if its agent never reports."""
+    now = now or clock.now()
+    grace = timedelta(seconds=settings.HODEI_TIMEOUT_GRACE_SECONDS)
+    silence = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)
+    overdue = Execution.objects.filter(
+        status=ExecutionStatus.RUNNING, deadline_at__lt=now - grace
+    ).filter(models.Q(worker__isnull=True) | models.Q(worker__last_heartbeat_at__lt=now - silence))
+    expired = []
+    for execution in overdue.select_related("job"):
+        if execution.time_out(now=now):
+            execution_retry_if_due(execution=execution)
+            expired.append(execution)
+    return expired
 
 
 def execution_retry(*, execution: Execution, trigger: str = Trigger.API) -> Execution:
@@ -132,3 +232,94 @@ def execution_retry_if_due(*, execution: Execution) -> Execution | None:
         return None
     available_at = clock.now() + timedelta(seconds=delay)
     return _enqueue_retry(execution=execution, trigger=Trigger.RETRY, available_at=available_at)
+
+
+# -- managed workers ----------------------------------------------------------------
+
+
+class WorkerStartFailed(Unavailable):
+    def __init__(self, managed: ManagedWorker):
+        super().__init__(f"Could not start a worker: {managed.failure_reason}")
+        self.managed = managed
+
+
+def managed_worker_start(
+    *, type: str, concurrency: int = 1, labels: dict | None = None, provider: str = "local"
+) -> ManagedWorker:
+    """Start an agent through ``provider`` and wait (a few seconds at most) until it has
+    registered as a Worker. Raises Unavailable, with the row left ``failed`` and the
+    reason recorded, if it cannot start."""
+    managed = ManagedWorker.objects.create(
+        name=f"managed-{type}-{uuid7().hex[-12:]}",
+        type=type,
+        concurrency=concurrency,
+        labels=labels or {},
+        provider=provider,
+    )
+    backend = get_provider(provider)
+    try:
+        launch = backend.start(managed)
+    except ProviderError as exc:
+        managed.mark_failed(reason=str(exc), now=clock.now())
+        raise WorkerStartFailed(managed) from exc
+    managed.pid, managed.host = launch.pid, launch.host
+    managed.save(update_fields=["pid", "host"])
+
+    deadline = time.monotonic() + settings.HODEI_WORKER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        worker = Worker.objects.filter(name=managed.name, status=WorkerStatus.ONLINE).first()
+        if worker is not None:
+            managed.mark_running(pid=launch.pid, host=launch.host, worker=worker, now=clock.now())
+            return managed
+        if backend.is_alive(managed) is False:
+            reason = getattr(backend, "exit_reason", lambda m: "agent exited")(managed)
+            managed.mark_failed(reason=reason, now=clock.now())
+            raise WorkerStartFailed(managed)
+        time.sleep(0.02)
+    backend.stop(managed, grace_seconds=1.0)
+    reason = f"agent did not register within {settings.HODEI_WORKER_START_TIMEOUT_SECONDS} s"
+    managed.mark_failed(reason=reason, now=clock.now())
+    raise WorkerStartFailed(managed)
+
+
+def managed_worker_refresh(*, managed: ManagedWorker) -> ManagedWorker:
+    """Make the row tell the truth: an agent whose process died is not running."""
+    if managed.status not in MANAGED_LIVE:
+        return managed
+    alive = get_provider(managed.provider).is_alive(managed)
+    if alive is None and managed.worker_id:
+        # Another host's agent: its heartbeats speak for it.
+        managed.worker.refresh_from_db(fields=["status"])
+        alive = managed.worker.status != WorkerStatus.OFFLINE
+    if alive is False:
+        managed.mark_failed(reason="The agent process exited unexpectedly.", now=clock.now())
+    return managed
+
+
+def managed_worker_stop(*, managed: ManagedWorker) -> ManagedWorker:
+    """Stop the agent gracefully (it finishes or cancels its work and goes offline).
+    Stopping a stopped worker is harmless."""
+    if managed.status not in MANAGED_LIVE:
+        return managed
+    managed.mark_stopping()
+    grace = settings.HODEI_SHUTDOWN_GRACE_SECONDS + settings.HODEI_KILL_GRACE_SECONDS + 2
+    try:
+        get_provider(managed.provider).stop(managed, grace_seconds=grace)
+    except ProviderError as exc:
+        raise Unavailable(str(exc)) from exc
+    managed.mark_stopped(now=clock.now())
+    if managed.worker_id:
+        # A graceful agent has done this itself; a killed one could not.
+        managed.worker.go_offline(now=clock.now())
+    return managed
+
+
+def managed_workers_stop_local() -> int:
+    """Stop every live managed worker of this host (when the worker manager shuts down)."""
+    stopped = 0
+    for managed in ManagedWorker.objects.filter(
+        status__in=MANAGED_LIVE, host=socket.gethostname()
+    ).select_related("worker"):
+        managed_worker_stop(managed=managed)
+        stopped += 1
+    return stopped

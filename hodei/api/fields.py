@@ -23,7 +23,8 @@ class StringMapField(serializers.JSONField):
         if len(data) > MAX_MAP_ITEMS:
             raise serializers.ValidationError(f"At most {MAX_MAP_ITEMS} entries.")
         for key, value in data.items():
-            if self.key_pattern and not self.key_pattern.match(key):
+            # fullmatch: with match(), "$" also matches before a trailing newline.
+            if self.key_pattern and not self.key_pattern.fullmatch(key):
                 raise serializers.ValidationError(f"{key!r} is not a valid name.")
             if len(key) > 200:
                 raise serializers.ValidationError("Keys are at most 200 characters.")

@@ -2,6 +2,7 @@
 page travels in an RFC 8288 ``Link`` header, cursor based so that deep pages cost the
 same as the first and rows inserted meanwhile never shift a page."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -27,10 +28,22 @@ class LinkHeaderCursorPagination(CursorPagination):
             raise ValidationError({"limit": ["Must be an integer between 1 and 1000."]})
         return min(value, self.max_page_size)
 
+    def decode_cursor(self, request):
+        if request.query_params.get(self.cursor_query_param) == "":
+            return None
+        cursor = super().decode_cursor(request)
+        # Every cursor this class hands out carries a position, an offset or a direction;
+        # one without (base64 that decodes to nothing, such as "%00") was not ours.
+        if cursor is not None and cursor == (0, False, None):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
     def paginate_queryset(self, queryset, request, view=None):
         try:
             return super().paginate_queryset(queryset, request, view)
-        except NotFound:
+        except (NotFound, DjangoValidationError):
+            # NotFound: undecodable cursor. DjangoValidationError: a well-formed cursor
+            # whose position is not an id (the filter on the primary key rejects it).
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
 
     def get_paginated_response(self, data):

@@ -4,10 +4,15 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser as DRFJSONParser
 
+# No Hodei document nests deeper; much deeper input would overflow the recursion of the
+# encoders that serialize it again (DRF's JSONField, Django's JSONField, the renderer).
+MAX_DEPTH = 64
+
 
 class JSONParser(DRFJSONParser):
-    """DRF's JSON parser, hardened: deeply nested input and NUL characters are a 400,
-    not a RecursionError or a database error later."""
+    """DRF's JSON parser, hardened: deeply nested input, NUL characters and lone
+    surrogates (``"\\ud800"``) are a 400, not a RecursionError, a database error or a
+    UnicodeEncodeError while rendering a response later."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
@@ -19,14 +24,13 @@ class JSONParser(DRFJSONParser):
             raise ParseError(f"Request body is not valid {encoding} text.") from exc
         try:
             data = json.loads(text, parse_constant=_reject_constant)
-            has_nul = _contains_nul(data)
+            problem = _find_problem(data)
         except RecursionError as exc:
             raise ParseError("JSON parse error - nesting too deep.") from exc
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from exc
-        if has_nul:
-            # PostgreSQL cannot store NUL in text or jsonb.
-            raise ParseError("JSON parse error - NUL characters are not allowed.")
+        if problem:
+            raise ParseError(f"JSON parse error - {problem}.")
         return data
 
 
@@ -34,11 +38,29 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _contains_nul(value) -> bool:
+def _find_problem(value, depth: int = 0) -> str | None:
+    """Say what makes a parsed document unacceptable, if anything."""
     if isinstance(value, str):
-        return "\x00" in value
+        # PostgreSQL cannot store NUL in text or jsonb.
+        if "\x00" in value:
+            return "NUL characters are not allowed"
+        # A lone surrogate is not Unicode text: it cannot be encoded to store or echo.
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "unpaired surrogate characters are not allowed"
+        return None
+    if depth >= MAX_DEPTH and isinstance(value, dict | list):
+        return f"nesting deeper than {MAX_DEPTH} levels is not allowed"
     if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
+        items = (item for pair in value.items() for item in pair)
+    elif isinstance(value, list):
+        items = iter(value)
+    else:
+        return None
+    for item in items:
+        found = _find_problem(item, depth + 1)
+        if found:
+            return found
+    return None

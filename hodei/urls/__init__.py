@@ -4,10 +4,22 @@ Every service has /health, /openapi.json (its own paths only), /swagger-ui, /met
 where wired, and the browsable API's login pages."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from hodei.api.views import health_view
+
+
+# Several models have a `status` with its own choices; without names drf-spectacular
+# falls back to hashed enum names ("StatusC79Enum") and warns.
+SCHEMA_ENUM_NAMES = {
+    "PipelineStatusEnum": "orchestrator.choices.PipelineStatus",
+    "JobStatusEnum": "orchestrator.choices.JobStatus",
+    "ScheduleStatusEnum": "scheduler.choices.ScheduleStatus",
+    "WorkerStatusEnum": "scheduler.choices.WorkerStatus",
+    "ExecutionStatusEnum": "workermanager.choices.ExecutionStatus",
+    "ManagedWorkerStatusEnum": "workermanager.choices.ManagedWorkerStatus",
+}
 
 
 def router() -> SimpleRouter:
@@ -20,8 +32,13 @@ def common_patterns(service: str) -> list:
         path("health", health_view(service), name="health"),
         path(
             "openapi.json",
-            SpectacularAPIView.as_view(
-                custom_settings={"TITLE": f"Hodei {service} API"},
+            # The JSON view: the plain one answers a client without an Accept header (curl)
+            # with YAML, which /openapi.json must not.
+            SpectacularJSONAPIView.as_view(
+                custom_settings={
+                    "TITLE": f"Hodei {service} API",
+                    "ENUM_NAME_OVERRIDES": SCHEMA_ENUM_NAMES,
+                },
                 authentication_classes=[],
                 permission_classes=[],
             ),

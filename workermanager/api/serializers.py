@@ -1,9 +1,9 @@
 from rest_framework import serializers
 
-from hodei.api.fields import env_field
+from hodei.api.fields import env_field, labels_field
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
-from workermanager.models import Execution, ExecutionLog
+from workermanager.models import Execution, ExecutionLog, ManagedWorker
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -85,3 +85,42 @@ class ExecutionLogsSerializer(serializers.Serializer):
 class LogQuerySerializer(serializers.Serializer):
     offset = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, default=0)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=1000)
+
+
+class ManagedWorkerSerializer(serializers.ModelSerializer):
+    worker_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ManagedWorker
+        fields = [
+            "id",
+            "name",
+            "type",
+            "status",
+            "concurrency",
+            "labels",
+            "provider",
+            "pid",
+            "host",
+            "worker_id",
+            "failure_reason",
+            "created_at",
+            "started_at",
+            "stopped_at",
+        ]
+        read_only_fields = fields
+
+
+class ManagedWorkerInputSerializer(serializers.Serializer):
+    type = serializers.CharField(max_length=64, validators=[worker_type_validator])
+    concurrency = serializers.IntegerField(required=False, min_value=1, max_value=64, default=1)
+    labels = labels_field(required=False)
+
+
+class ManagedWorkerStatusSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    worker_id = serializers.UUIDField(allow_null=True)
+    pid = serializers.IntegerField(allow_null=True)
+    host = serializers.CharField()
+    last_heartbeat = serializers.DateTimeField(allow_null=True)

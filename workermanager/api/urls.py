@@ -1,10 +1,11 @@
 from django.urls import include, path
 
 from hodei.urls import router
-from workermanager.api.views import ExecutionViewSet
+from workermanager.api.views import ExecutionViewSet, ManagedWorkerViewSet
 
 api = router()
 api.register("executions", ExecutionViewSet, basename="execution")
+api.register("workers", ManagedWorkerViewSet, basename="managedworker")
 
 urlpatterns = [
     path("api/v1/execute", ExecutionViewSet.as_view({"post": "create"}), name="execute"),

@@ -5,15 +5,18 @@ from rest_framework.response import Response
 
 from hodei.api.views import validated
 from workermanager import services
-from workermanager.api.filters import ExecutionFilter
+from workermanager.api.filters import ExecutionFilter, ManagedWorkerFilter
 from workermanager.api.serializers import (
     ExecuteInputSerializer,
     ExecutionLogsSerializer,
     ExecutionSerializer,
     LogQuerySerializer,
+    ManagedWorkerInputSerializer,
+    ManagedWorkerSerializer,
+    ManagedWorkerStatusSerializer,
 )
 from workermanager.choices import TERMINAL
-from workermanager.models import Execution
+from workermanager.models import Execution, ManagedWorker
 
 
 class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -73,3 +76,61 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         """Run a finished execution again as a new attempt."""
         retry = services.execution_retry(execution=self.get_object())
         return Response(ExecutionSerializer(retry).data, status=status.HTTP_201_CREATED)
+
+
+class ManagedWorkerViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Worker agents that Hodei starts and stops itself (local processes by default)."""
+
+    queryset = ManagedWorker.objects.select_related("worker")
+    serializer_class = ManagedWorkerSerializer
+    filterset_class = ManagedWorkerFilter
+    action_permissions = {"worker_status": "view"}
+
+    def get_object(self):
+        return services.managed_worker_refresh(managed=super().get_object())
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        for managed in page:
+            services.managed_worker_refresh(managed=managed)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        request=ManagedWorkerInputSerializer,
+        responses={201: ManagedWorkerSerializer, 503: ManagedWorkerSerializer},
+    )
+    def create(self, request):
+        """Start an agent and wait until it has registered (a few seconds at most)."""
+        data = validated(ManagedWorkerInputSerializer, request.data)
+        try:
+            managed = services.managed_worker_start(**data)
+        except services.WorkerStartFailed as exc:
+            body = {
+                **ManagedWorkerSerializer(exc.managed).data,
+                "error": exc.code,
+                "detail": exc.message,
+            }
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(ManagedWorkerSerializer(managed).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ManagedWorkerSerializer)
+    def destroy(self, request, pk=None):
+        """Stop the agent gracefully; stopping a stopped worker is harmless."""
+        managed = services.managed_worker_stop(managed=self.get_object())
+        return Response(ManagedWorkerSerializer(managed).data)
+
+    @extend_schema(responses=ManagedWorkerStatusSerializer)
+    @action(detail=True, methods=["get"], url_path="status")
+    def worker_status(self, request, pk=None):
+        managed = self.get_object()
+        body = {
+            "id": managed.id,
+            "status": managed.status,
+            "worker_id": managed.worker_id,
+            "pid": managed.pid,
+            "host": managed.host,
+            "last_heartbeat": managed.worker.last_heartbeat_at if managed.worker else None,
+        }
+        return Response(ManagedWorkerStatusSerializer(body).data)

@@ -1,0 +1,57 @@
+import logging
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agent.loop import Agent, AgentConfig
+from orchestrator.models import worker_type_validator
+
+
+def parse_labels(raw: str) -> dict[str, str]:
+    labels = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--labels takes k=v pairs separated by commas, got {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a worker agent: register as a Worker, claim queued executions of its type, run "
+        "them, stream their logs, heartbeat. SIGTERM or Ctrl-C stops it gracefully."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--type", required=True, help="Worker type; claims jobs of it or any.")
+        parser.add_argument("--name", default="", help="Stable name; a restart reuses its row.")
+        parser.add_argument("--concurrency", type=int, default=1, help="Commands at once.")
+        parser.add_argument("--labels", default="", help="k=v,k2=v2")
+        parser.add_argument("--heartbeat-seconds", type=float, default=None)
+        parser.add_argument("--poll-seconds", type=float, default=None)
+        parser.add_argument("--shutdown-grace-seconds", type=float, default=None)
+
+    def handle(self, *args, **options):
+        try:
+            worker_type_validator(options["type"])
+        except Exception as exc:
+            raise CommandError(f"--type: {exc}") from None
+        if not 1 <= options["concurrency"] <= 1024:
+            raise CommandError("--concurrency must be between 1 and 1024")
+        logging.getLogger("hodei").setLevel(logging.INFO)
+        config = AgentConfig.from_settings(
+            type=options["type"],
+            name=options["name"],
+            concurrency=options["concurrency"],
+            labels=parse_labels(options["labels"]),
+            heartbeat_seconds=options["heartbeat_seconds"],
+            poll_seconds=options["poll_seconds"],
+            shutdown_grace_seconds=options["shutdown_grace_seconds"],
+        )
+        agent = Agent(config)
+        agent.install_signal_handlers()
+        agent.register()
+        # Managed-worker providers wait for this line to learn which Worker row it is.
+        self.stdout.write(f"hodei-agent registered worker_id={agent.worker.id}")
+        self.stdout.flush()
+        agent.run()
