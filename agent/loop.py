@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 
 from agent.output import OutputCapture
 from agent.process import CommandProcess, command_env
@@ -140,7 +140,6 @@ class Agent:
                     # buffered, and try again with a growing pause.
                     failures += 1
                     log.warning("database error in agent loop (%s); retrying", exc)
-                    close_old_connections()
                     connection.close()
                     self.wait_io(timeout=min(0.1 * 2**failures, 5.0))
         finally:
@@ -189,7 +188,6 @@ class Agent:
             self.worker.go_offline(now=clock.now())
             log.info("agent %s stopped", self.worker.name)
         self.listener.close()
-        close_old_connections()
 
     # -- steps ---------------------------------------------------------------------
 
@@ -197,7 +195,6 @@ class Agent:
         if now - self.last_heartbeat < self.config.heartbeat_seconds:
             return False
         self.last_heartbeat = now
-        close_old_connections()
         self.worker.refresh_from_db(fields=["status"])
         self.is_draining = self.worker.status == WorkerStatus.DRAINING
         self.worker.heartbeat(now=clock.now())

@@ -13,6 +13,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.models import token_create
+from hodei.lib.env import database_url_from_settings
 from tests.factories import UserFactory
 
 
@@ -75,23 +76,10 @@ def make_client(db):
     return make
 
 
-def database_url_for_tests() -> str:
-    """A DATABASE_URL for child processes that points at the test database."""
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] or ""
-    if s["PASSWORD"]:
-        auth += f":{s['PASSWORD']}"
-    host = s["HOST"] or "127.0.0.1"
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
-
-
 @pytest.fixture(scope="session")
 def live_db_url(django_db_setup, django_db_blocker) -> str:
     with django_db_blocker.unblock():
-        return database_url_for_tests()
+        return database_url_from_settings(connection.settings_dict)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Typed readers for environment variables that fail loudly on bad values."""
 
 import os
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -96,3 +96,16 @@ def sqlite_database(path: str) -> dict:
         },
         "TEST": {"NAME": path + ".test"},
     }
+
+
+def database_url_from_settings(db: dict) -> str:
+    """The DATABASE_URL of a Django DATABASES entry, for child processes (agents started
+    by the worker manager, test servers) that must use the very same database."""
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db.get("HOST") or "127.0.0.1"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
+from hodei.lib.env import database_url_from_settings
 from workermanager.providers import Launch, ProviderError
 
 # Popen objects of the agents this process started, kept so that they are reaped when
@@ -64,7 +66,11 @@ class LocalProcessProvider:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=settings.BASE_DIR,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={
+                        **os.environ,
+                        "PYTHONUNBUFFERED": "1",
+                        "DATABASE_URL": database_url_from_settings(connection.settings_dict),
+                    },
                     # Its own session: a restart of this web worker does not take it down.
                     start_new_session=True,
                     close_fds=True,
