@@ -1,0 +1,100 @@
+"""Helpers for tests that run Hodei's processes for real."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_agent(env: dict, *, name: str, type: str = "default", concurrency: int = 1, extra=()):
+    """Start ``manage.py runworker`` and wait until it has registered."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "runworker",
+            "--type",
+            type,
+            "--name",
+            name,
+            "--concurrency",
+            str(concurrency),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if "registered" not in line:
+        proc.kill()
+        raise AssertionError(f"agent {name} did not start: {line!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def start_service(env: dict, service: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "hodei.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--graceful-timeout",
+            "5",
+        ],
+        cwd=ROOT,
+        env={**env, "HODEI_SERVICE": service},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError(f"{service} did not start on {base}")
+
+
+def wait_for(predicate, *, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
