@@ -23,10 +23,15 @@ $(VAR)/secret_key:
 # generated key in var/secret_key.
 WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat $(VAR)/secret_key)}"
 
+# Honcho gives processes 5 s after Ctrl-C before SIGKILL: agents get shorter grace
+# periods here so that they always finish cleaning up first.
+DEV_GRACE = HODEI_SHUTDOWN_GRACE_SECONDS=$${HODEI_SHUTDOWN_GRACE_SECONDS:-2} \
+	HODEI_KILL_GRACE_SECONDS=$${HODEI_KILL_GRACE_SECONDS:-1}
+
 run: install $(VAR)/secret_key
 	$(WITH_KEY) $(BIN)/python manage.py migrate --no-input -v 0
 	$(WITH_KEY) $(BIN)/python manage.py bootstrap
-	$(WITH_KEY) $(BIN)/honcho start -f Procfile
+	$(WITH_KEY) $(DEV_GRACE) $(BIN)/honcho start -f Procfile
 
 lint: install
 	$(BIN)/ruff check .

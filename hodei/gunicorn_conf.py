@@ -18,6 +18,8 @@ def on_exit(server):
         return
     import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
+
     django.setup()
     from workermanager.services import managed_workers_stop_local
 
