@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from hodei.exceptions import InvalidInput
+from hodei.exceptions import InvalidInput, NotFound
 from hodei.lib import clock
 from orchestrator.models import Job, Pipeline
 
@@ -42,6 +42,8 @@ def pipeline_update(*, pipeline: Pipeline, **fields) -> Pipeline:
 @transaction.atomic
 def job_create(*, pipeline: Pipeline, depends_on: list[Job] | None = None, **fields) -> Job:
     _reject_unknown(fields, JOB_FIELDS)
+    if depends_on:
+        _lock_pipelines({pipeline.pk})
     now = clock.now()
     job = Job.objects.create(pipeline=pipeline, created_at=now, updated_at=now, **fields)
     if depends_on:
@@ -52,6 +54,21 @@ def job_create(*, pipeline: Pipeline, depends_on: list[Job] | None = None, **fie
 @transaction.atomic
 def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Job:
     _reject_unknown(fields, JOB_FIELDS | {"pipeline"})
+    if depends_on is not None or "pipeline" in fields:
+        # Lock the job's row first: its pipeline_id is then current (a concurrent move of
+        # this job has committed or waits), then the pipelines involved. NO KEY UPDATE
+        # locks: the foreign key checks PostgreSQL defers to COMMIT take KEY SHARE locks
+        # on the jobs and pipelines referenced, which a FOR UPDATE would block (deadlock).
+        current = (
+            Job.objects.select_for_update(no_key=True)
+            .filter(pk=job.pk)
+            .values_list("pipeline_id", flat=True)
+            .first()
+        )
+        if current is None:
+            raise NotFound("Job not found.")
+        job.pipeline_id = current
+        _lock_pipelines({current, fields["pipeline"].pk if "pipeline" in fields else current})
     moving = "pipeline" in fields and fields["pipeline"].pk != job.pipeline_id
     keeps_upstream = depends_on is None and job.depends_on.exists()
     if moving and (keeps_upstream or job.dependents.exists()):
@@ -68,13 +85,34 @@ def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Jo
     return job
 
 
+def _lock_pipelines(pipeline_ids: set) -> None:
+    """Serialize dependency changes and moves of jobs within these pipelines.
+
+    The checks below (same pipeline, no cycle) read the pipeline's edges and where its
+    jobs are; two unserialized updates could each pass them and together close a cycle
+    or link jobs of two pipelines. Locked in id order so that two updates never deadlock.
+    """
+    list(
+        Pipeline.objects.select_for_update(no_key=True)
+        .filter(pk__in=pipeline_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def _set_dependencies(job: Job, depends_on: list[Job]) -> None:
+    # Where the dependencies are now, read under the pipeline lock (one may have moved).
+    pipeline_of = dict(
+        Job.objects.filter(pk__in=[other.pk for other in depends_on]).values_list(
+            "pk", "pipeline_id"
+        )
+    )
     for other in depends_on:
         if other.pk == job.pk:
             raise InvalidInput(
                 "A job cannot depend on itself.", fields={"depends_on": [str(job.pk)]}
             )
-        if other.pipeline_id != job.pipeline_id:
+        if pipeline_of.get(other.pk) != job.pipeline_id:
             raise InvalidInput(
                 "Dependencies must be jobs of the same pipeline.",
                 fields={"depends_on": [f"{other.pk} belongs to another pipeline."]},

@@ -9,7 +9,6 @@ from rest_framework.routers import SimpleRouter
 
 from hodei.api.views import health_view
 
-
 # Several models have a `status` with its own choices; without names drf-spectacular
 # falls back to hashed enum names ("StatusC79Enum") and warns.
 SCHEMA_ENUM_NAMES = {
@@ -38,6 +37,10 @@ def common_patterns(service: str) -> list:
                 custom_settings={
                     "TITLE": f"Hodei {service} API",
                     "ENUM_NAME_OVERRIDES": SCHEMA_ENUM_NAMES,
+                    "POSTPROCESSING_HOOKS": [
+                        "drf_spectacular.hooks.postprocess_schema_enums",
+                        "hodei.api.schema.document_link_header",
+                    ],
                 },
                 authentication_classes=[],
                 permission_classes=[],
@@ -47,7 +50,10 @@ def common_patterns(service: str) -> list:
         path(
             "swagger-ui",
             SpectacularSwaggerView.as_view(
-                url_name="schema", authentication_classes=[], permission_classes=[]
+                url_name="schema",
+                title=f"Hodei {service} API",
+                authentication_classes=[],
+                permission_classes=[],
             ),
             name="swagger-ui",
         ),
