@@ -18,15 +18,16 @@ from django.db import DatabaseError, connection
 
 from agent.output import OutputCapture
 from agent.process import CommandProcess, command_env
-from agent.wakeup import Listener
 from hodei import __version__
 from hodei.lib import clock
+from hodei.lib.listen import Listener
 from scheduler.choices import WorkerStatus
 from scheduler.models import Worker
 from scheduler.services import worker_register
 from workermanager import services as wm
 from workermanager.choices import ExecutionStatus, LogStream
 from workermanager.models import Execution
+from workermanager.notify import CANCEL_CHANNEL, CHANNEL
 
 log = logging.getLogger("hodei.agent")
 
@@ -80,7 +81,7 @@ class Agent:
         self.worker: Worker | None = None
         self.runs: dict = {}  # execution id -> Run
         self.selector = selectors.DefaultSelector()
-        self.listener = Listener()
+        self.listener = Listener([CHANNEL, CANCEL_CHANNEL])
         self.stopping_since: float | None = None
         self.wanted = True  # claim at once on start
         self.last_poll = 0.0
@@ -308,7 +309,7 @@ class Agent:
                 payload.process.poll()
             elif kind == "listen":
                 for channel, _payload in self.listener.drain():
-                    if channel == "cancel":
+                    if channel == CANCEL_CHANNEL:
                         self.last_control = 0.0
                     else:
                         self.wanted = True

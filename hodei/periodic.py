@@ -7,6 +7,7 @@ from django_q.models import Schedule as QSchedule
 # name -> (function path, interval in minutes)
 PERIODIC_TASKS = {
     "hodei.maintain_workers": ("workermanager.tasks.maintain_workers", 1),
+    "hodei.maintain_schedules": ("scheduler.tasks.maintain_schedules", 1),
 }
 
 

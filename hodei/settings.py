@@ -55,11 +55,12 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Before django_q: its `qcluster` command adds the precise schedule ticker.
+    "scheduler",
     "django_q",
     "accounts",
     "agent",
     "orchestrator",
-    "scheduler",
     "workermanager",
 ]
 
@@ -192,7 +193,7 @@ Q_CLUSTER = {
     "catch_up": False,
     "save_limit": 1000,
     "ack_failures": True,
-    "poll": 0.2,
+    "poll": 0.1,
     "label": "Task queue",
 }
 
@@ -205,3 +206,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Scheduling: a slot fired more than this late counts as missed (misfire policy applies).
+HODEI_MISFIRE_GRACE_SECONDS = env_float("HODEI_MISFIRE_GRACE_SECONDS", 60.0, minimum=1)

@@ -25,3 +25,13 @@ class WorkerStatus(models.TextChoices):
 
 
 LIVE_WORKER_STATUSES = frozenset({WorkerStatus.ONLINE, WorkerStatus.DRAINING})
+
+
+class FireOutcome(models.TextChoices):
+    """What became of one schedule slot."""
+
+    FIRED = "fired"  # an execution was queued for it
+    SKIPPED_OVERLAP = "skipped_overlap"  # forbid: the previous run was still active
+    REPLACED = "replaced"  # replace: the previous run was cancelled for this one
+    MISSED = "missed"  # the scheduler was down at the time; misfire policy skip
+    CAUGHT_UP = "caught_up"  # missed slots covered by one run_once catch-up execution

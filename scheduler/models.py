@@ -4,7 +4,13 @@ from django.db import models
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from orchestrator.models import worker_type_validator
-from scheduler.choices import MisfirePolicy, OverlapPolicy, ScheduleStatus, WorkerStatus
+from scheduler.choices import (
+    FireOutcome,
+    MisfirePolicy,
+    OverlapPolicy,
+    ScheduleStatus,
+    WorkerStatus,
+)
 
 
 class Schedule(models.Model):
@@ -49,6 +55,73 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.cron or f"once at {self.schedule_time:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.enabled and self.status == ScheduleStatus.SCHEDULED
+
+    def pause(self, *, now) -> None:
+        self.enabled = False
+        if self.status == ScheduleStatus.SCHEDULED:
+            self.status = ScheduleStatus.PAUSED
+        self.next_run_at = None
+        self.updated_at = now
+        self.save(update_fields=["enabled", "status", "next_run_at", "updated_at"])
+
+    def resume(self, *, next_run_at, now) -> None:
+        """Back to scheduled from the next slot on: slots missed while paused never fire."""
+        self.enabled = True
+        if self.status == ScheduleStatus.PAUSED:
+            self.status = ScheduleStatus.SCHEDULED
+        self.next_run_at = next_run_at if self.status == ScheduleStatus.SCHEDULED else None
+        self.updated_at = now
+        self.save(update_fields=["enabled", "status", "next_run_at", "updated_at"])
+
+    def advance(self, *, fired_slot, next_run_at, now) -> None:
+        """Record that ``fired_slot`` was handled; a one-off schedule is then completed."""
+        self.last_run_at = fired_slot
+        self.next_run_at = next_run_at
+        if next_run_at is None and self.schedule_time is not None:
+            self.status = ScheduleStatus.COMPLETED
+        self.updated_at = now
+        self.save(update_fields=["last_run_at", "next_run_at", "status", "updated_at"])
+
+
+class ScheduleFire(models.Model):
+    """The history of a schedule: one row per slot it handled, fired or not.
+
+    (schedule, slot_at) is unique: inserting this row claims the slot, so however many
+    schedulers race for it, one handles it."""
+
+    id = models.BigAutoField(primary_key=True)
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="fires")
+    slot_at = models.DateTimeField(help_text="The fire time this row stands for.")
+    outcome = models.CharField(max_length=16, choices=FireOutcome.choices)
+    execution = models.ForeignKey(
+        "workermanager.Execution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    is_manual = models.BooleanField(default=False, help_text="Run now, not a slot of the schedule.")
+    detail = models.CharField(max_length=255, blank=True, default="")
+    fired_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["-slot_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "slot_at"], name="schedulefire_one_per_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} {self.slot_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def lag_ms(self) -> int:
+        return int((self.fired_at - self.slot_at).total_seconds() * 1000)
 
 
 class Worker(models.Model):

@@ -1,17 +1,41 @@
-"""Workflows on schedules and the worker registry."""
+"""Workflows on schedules and the worker registry.
+
+Firing: each active Hodei schedule has a django-q2 Schedule row named ``hodei:<id>``
+(type ONCE, ``next_run`` = the Hodei schedule's next slot) whose function,
+``scheduler.tasks.fire_schedule``, calls ``schedule_fire``. That handles the slot (overlap
+and misfire policies, history), queues the execution, and points the django-q2 row at
+the following slot. django-q2 runs the firing; Hodei decides the times (cron in the
+schedule's timezone with its DST rules). See docs/scheduling.md."""
 
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django_q.models import Schedule as EngineSchedule
 
 from hodei.exceptions import InvalidInput
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from orchestrator.models import Job
-from scheduler.choices import ScheduleStatus, WorkerStatus
+from scheduler.choices import (
+    FireOutcome,
+    MisfirePolicy,
+    OverlapPolicy,
+    ScheduleStatus,
+    WorkerStatus,
+)
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
-from scheduler.models import Schedule, Worker
+from scheduler.models import Schedule, ScheduleFire, Worker
+from workermanager.choices import ACTIVE, Trigger
+from workermanager.models import Execution
+from workermanager.services import execution_cancel, execution_enqueue
+
+ENGINE_PREFIX = "hodei:"
+ENGINE_FUNC = "scheduler.tasks.fire_schedule"
+SCHEDULES_CHANNEL = "hodei_schedules"
+# Enumerating missed slots stops here (a per-second schedule down for a week).
+MAX_MISSED_SLOTS = 10_000
 
 UPCOMING_COUNT = 5
 
@@ -78,8 +102,229 @@ def schedule_create(
     )
     upcoming = schedule_upcoming(schedule, count=1, now=now)
     schedule.next_run_at = upcoming[0] if upcoming else None
-    schedule.save()
+    with transaction.atomic():
+        schedule.save()
+        _sync_engine(schedule)
     return schedule
+
+
+TIMING_FIELDS = {"cron", "timezone", "schedule_time"}
+SCHEDULE_FIELDS = TIMING_FIELDS | {"name", "enabled", "overlap_policy", "misfire_policy", "job"}
+
+
+@transaction.atomic
+def schedule_update(*, schedule: Schedule, **fields) -> Schedule:
+    """Change a schedule: pause or resume it (``enabled``), or change its timing, after
+    which the next fire times are computed afresh from now (no burst of old slots)."""
+    unknown = set(fields) - SCHEDULE_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown fields: {sorted(unknown)}")
+    schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    now = clock.now()
+    timing = {k: fields.pop(k) for k in TIMING_FIELDS & set(fields)}
+    if timing:
+        merged = {k: timing.get(k, getattr(schedule, k)) for k in TIMING_FIELDS}
+        if "cron" in timing and timing["cron"] and "schedule_time" not in timing:
+            merged["schedule_time"] = None
+        if timing.get("schedule_time") is not None and "cron" not in timing:
+            merged["cron"] = ""
+        merged["cron"] = _check_timing(**merged)
+        for name, value in merged.items():
+            setattr(schedule, name, value)
+        if schedule.status == ScheduleStatus.COMPLETED and merged["schedule_time"] is None:
+            schedule.status = ScheduleStatus.SCHEDULED
+        if "schedule_time" in timing and schedule.schedule_time is not None:
+            schedule.last_run_at = None
+            if schedule.status == ScheduleStatus.COMPLETED:
+                schedule.status = ScheduleStatus.SCHEDULED
+    enabled = fields.pop("enabled", None)
+    for name, value in fields.items():
+        setattr(schedule, name, value)
+    schedule.updated_at = now
+    schedule.save()
+    if enabled is False:
+        schedule.pause(now=now)
+    elif enabled is True or (timing and schedule.enabled):
+        schedule.enabled = True
+        schedule.resume(next_run_at=_next_slot(schedule, after=now), now=now)
+    _sync_engine(schedule)
+    return schedule
+
+
+@transaction.atomic
+def schedule_delete(*, schedule: Schedule) -> None:
+    EngineSchedule.objects.filter(name=ENGINE_PREFIX + str(schedule.pk)).delete()
+    schedule.delete()
+
+
+def _next_slot(schedule: Schedule, *, after: datetime) -> datetime | None:
+    if schedule.cron:
+        times = next_fire_times(schedule.cron, schedule.timezone, after=after, count=1)
+        return times[0] if times else None
+    if schedule.schedule_time is not None and schedule.last_run_at is None:
+        return schedule.schedule_time
+    return None
+
+
+def _due_slots(schedule: Schedule, *, first: datetime, now: datetime) -> list[datetime]:
+    """``first`` and every later slot up to ``now``, oldest first."""
+    slots = [first]
+    if schedule.cron:
+        while len(slots) < MAX_MISSED_SLOTS:
+            nxt = next_fire_times(schedule.cron, schedule.timezone, after=slots[-1], count=1)
+            if not nxt or nxt[0] > now:
+                break
+            slots.append(nxt[0])
+    return slots
+
+
+def _sync_engine(schedule: Schedule) -> None:
+    """Point this schedule's django-q2 row at its next slot, or remove it."""
+    name = ENGINE_PREFIX + str(schedule.pk)
+    if schedule.is_active and schedule.next_run_at is not None:
+        EngineSchedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": ENGINE_FUNC,
+                "args": repr(str(schedule.pk)),
+                "schedule_type": EngineSchedule.ONCE,
+                # ONCE with repeats=1: django-q2 fires it and keeps the row (repeats=0)
+                # for us to point at the next slot, instead of deleting it.
+                "repeats": 1,
+                "next_run": schedule.next_run_at,
+                "intended_date_kwarg": "slot",
+            },
+        )
+        if connection.vendor == "postgresql":
+            # Wakes the precise ticker in every qcluster (delivered on commit).
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, %s)", [SCHEDULES_CHANNEL, str(schedule.pk)])
+    else:
+        EngineSchedule.objects.filter(name=name).delete()
+
+
+@transaction.atomic
+def schedule_fire(*, schedule_id, slot: datetime | None = None) -> ScheduleFire | None:
+    """Handle the slot ``slot`` of a schedule (django-q2 calls this through
+    ``scheduler.tasks.fire_schedule``). Idempotent: a slot already handled, a stale call
+    or an inactive schedule changes nothing."""
+    now = clock.now()
+    # Lock the schedule: fires of one schedule are serialised, so the overlap check and
+    # the advance to the next slot cannot interleave.
+    schedule = (
+        Schedule.objects.select_for_update().select_related("job").filter(pk=schedule_id).first()
+    )
+    if schedule is None:
+        EngineSchedule.objects.filter(name=ENGINE_PREFIX + str(schedule_id)).delete()
+        return None
+    if not schedule.is_active:
+        _sync_engine(schedule)
+        return None
+    slot = slot or schedule.next_run_at
+    if slot is None or slot > now or (schedule.last_run_at and slot <= schedule.last_run_at):
+        _sync_engine(schedule)
+        return None
+
+    due = _due_slots(schedule, first=slot, now=now)
+    grace = timedelta(seconds=settings.HODEI_MISFIRE_GRACE_SECONDS)
+    late = [s for s in due if now - s > grace]
+    on_time = [s for s in due if now - s <= grace]
+    fire = None
+    if late and schedule.misfire_policy == MisfirePolicy.SKIP:
+        _record(schedule, late[0], FireOutcome.MISSED, detail=_span(late), now=now)
+        if on_time:
+            fire = _fire_slot(schedule, on_time[-1], now=now)
+    elif late:
+        # run_once: one catch-up execution for every missed slot, never a burst.
+        target = due[-1]
+        if len(due) > 1:
+            _record(schedule, due[0], FireOutcome.CAUGHT_UP, detail=_span(due[:-1]), now=now)
+        fire = _fire_slot(schedule, target, now=now, detail=f"catch-up ({len(late)} late)")
+    else:
+        fire = _fire_slot(schedule, due[-1], now=now)
+    schedule.advance(fired_slot=due[-1], next_run_at=_next_slot_after(schedule, due[-1]), now=now)
+    _sync_engine(schedule)
+    return fire
+
+
+def _next_slot_after(schedule: Schedule, slot: datetime) -> datetime | None:
+    if schedule.cron:
+        return _next_slot(schedule, after=slot)
+    return None
+
+
+def _span(slots: list[datetime]) -> str:
+    if len(slots) == 1:
+        return "1 slot"
+    return f"{len(slots)} slots, {slots[0].isoformat()} to {slots[-1].isoformat()}"
+
+
+def _record(schedule, slot, outcome, *, now, execution=None, detail="", is_manual=False):
+    """Claim ``slot`` in the history; None if it was handled already."""
+    try:
+        with transaction.atomic():
+            return ScheduleFire.objects.create(
+                schedule=schedule,
+                slot_at=slot,
+                outcome=outcome,
+                execution=execution,
+                detail=detail[:255],
+                is_manual=is_manual,
+                fired_at=now,
+            )
+    except IntegrityError:
+        return None
+
+
+def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFire | None:
+    """Apply the overlap policy and queue the execution for ``slot``."""
+    active = list(Execution.objects.filter(schedule=schedule, status__in=ACTIVE))
+    if active and schedule.overlap_policy == OverlapPolicy.FORBID:
+        return _record(
+            schedule,
+            slot,
+            FireOutcome.SKIPPED_OVERLAP,
+            detail=f"previous run {active[0].pk} still {active[0].status}",
+            now=now,
+            is_manual=is_manual,
+        )
+    claim = _record(schedule, slot, FireOutcome.FIRED, detail=detail, now=now, is_manual=is_manual)
+    if claim is None:
+        return None
+    if active and schedule.overlap_policy == OverlapPolicy.REPLACE:
+        for execution in active:
+            execution_cancel(execution=execution)
+        claim.outcome = FireOutcome.REPLACED
+        claim.detail = f"cancelled {len(active)} previous run(s)"
+    claim.execution = execution_enqueue(
+        job=schedule.job, trigger=Trigger.SCHEDULE, schedule=schedule, scheduled_for=slot
+    )
+    claim.save(update_fields=["execution", "outcome", "detail"])
+    return claim
+
+
+@transaction.atomic
+def schedule_run_now(*, schedule: Schedule) -> ScheduleFire:
+    """Fire now, outside the schedule's slots, respecting its overlap policy."""
+    schedule = Schedule.objects.select_for_update().select_related("job").get(pk=schedule.pk)
+    now = clock.now()
+    return _fire_slot(schedule, now, now=now, detail="run now", is_manual=True)
+
+
+def schedules_resync(*, now: datetime | None = None) -> int:
+    """Safety net (periodic): an active schedule whose engine row is missing or spent
+    while its slot has passed (a firing task that failed for good) is fired now."""
+    now = now or clock.now()
+    stale = 0
+    overdue = Schedule.objects.filter(
+        status=ScheduleStatus.SCHEDULED, enabled=True, next_run_at__lt=now - timedelta(seconds=60)
+    )
+    for schedule in overdue.only("id"):
+        row = EngineSchedule.objects.filter(name=ENGINE_PREFIX + str(schedule.pk)).first()
+        if row is None or row.repeats == 0:
+            schedule_fire(schedule_id=schedule.pk)
+            stale += 1
+    return stale
 
 
 def worker_register(

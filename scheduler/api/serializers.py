@@ -1,11 +1,13 @@
 from datetime import UTC, datetime
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hodei.api.fields import labels_field
 from orchestrator.models import Job
-from scheduler.models import Schedule, Worker
+from scheduler.cron import CronError, parse_timezone
+from scheduler.models import Schedule, ScheduleFire, Worker
 from scheduler.services import schedule_upcoming
 
 # Postgres and Python both handle these; anything outside is a typo, not a plan.
@@ -69,6 +71,45 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
         if value is not None and not (EARLIEST <= value <= LATEST):
             raise serializers.ValidationError("Must be between 1970 and 9000.")
         return value
+
+    def validate(self, attrs):
+        # A schedule_time without an offset is a wall-clock time in the schedule's
+        # timezone ("09:00 in Europe/Madrid"), not in UTC.
+        raw = (
+            self.initial_data.get("schedule_time") if isinstance(self.initial_data, dict) else None
+        )
+        value = attrs.get("schedule_time")
+        if value is not None and isinstance(raw, str):
+            parsed = parse_datetime(raw)
+            if parsed is not None and parsed.tzinfo is None:
+                tz_name = attrs.get("timezone") or getattr(self.instance, "timezone", "UTC")
+                try:
+                    tz = parse_timezone(tz_name)
+                except CronError:
+                    return attrs  # the service reports the bad timezone
+                attrs["schedule_time"] = parsed.replace(tzinfo=tz).astimezone(UTC)
+        return attrs
+
+
+class ScheduleFireSerializer(serializers.ModelSerializer):
+    schedule_id = serializers.UUIDField(read_only=True)
+    execution_id = serializers.UUIDField(read_only=True, allow_null=True)
+    lag_ms = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ScheduleFire
+        fields = [
+            "id",
+            "schedule_id",
+            "slot_at",
+            "outcome",
+            "execution_id",
+            "is_manual",
+            "detail",
+            "fired_at",
+            "lag_ms",
+        ]
+        read_only_fields = fields
 
 
 class WorkerSerializer(serializers.ModelSerializer):

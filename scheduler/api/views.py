@@ -8,6 +8,7 @@ from hodei.lib import clock
 from scheduler import services
 from scheduler.api.filters import ScheduleFilter, WorkerFilter
 from scheduler.api.serializers import (
+    ScheduleFireSerializer,
     ScheduleInputSerializer,
     ScheduleSerializer,
     WorkerInputSerializer,
@@ -23,10 +24,40 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     serializer_class = ScheduleSerializer
     filterset_class = ScheduleFilter
 
+    action_permissions = {"run": "change", "history": "view"}
+
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
         schedule = services.schedule_create(**validated(ScheduleInputSerializer, request.data))
         return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
+    def partial_update(self, request, pk=None):
+        """Pause (``"enabled": false``), resume, or change the timing or policies; the
+        next fire times are recomputed from now."""
+        schedule = self.get_object()
+        data = validated(ScheduleInputSerializer, request.data, partial=True, instance=schedule)
+        schedule = services.schedule_update(schedule=schedule, **data)
+        return Response(ScheduleSerializer(schedule).data)
+
+    def destroy(self, request, pk=None):
+        services.schedule_delete(schedule=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={201: ScheduleFireSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request, pk=None):
+        """Fire now, respecting the overlap policy (a skipped run is recorded as such)."""
+        fire = services.schedule_run_now(schedule=self.get_object())
+        return Response(ScheduleFireSerializer(fire).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ScheduleFireSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        """Slots handled by this schedule, newest first: fired, skipped, missed."""
+        schedule = self.get_object()
+        page = self.paginate_queryset(schedule.fires.order_by("-id"))
+        return self.get_paginated_response(ScheduleFireSerializer(page, many=True).data)
 
 
 class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -1,0 +1,60 @@
+"""Sub-second firing for django-q2 schedules.
+
+django-q2 looks at its schedules from its cluster's guard loop about every 30 s (a fixed
+interval). The ticker calls django-q2's own ``scheduler()`` function the moment the
+earliest schedule falls due: it sleeps until that ``next_run`` (at most a second, so it
+also notices schedules changed elsewhere), and wakes at once on the ``hodei_schedules``
+notification sent when a schedule is created or moved. django-q2 still does the firing:
+it locks the due rows (``select_for_update``), creates the tasks, and its workers run
+them. Several tickers (one per qcluster) are safe for the same reason several clusters
+are: the row locks, plus Hodei's unique (schedule, slot) history."""
+
+import logging
+import select
+import time
+
+from django.db.models import Min
+from django.utils import timezone
+from django_q.models import Schedule as EngineSchedule
+from django_q.scheduler import scheduler as engine_scheduler
+
+from hodei.lib.listen import Listener
+from scheduler.services import SCHEDULES_CHANNEL
+
+log = logging.getLogger("hodei.scheduler")
+
+
+class Ticker:
+    def __init__(self, broker, *, max_wait: float = 1.0):
+        self.broker = broker
+        self.max_wait = max_wait
+        self.listener = Listener([SCHEDULES_CHANNEL])
+        self.listener.start()
+
+    def next_due(self):
+        return EngineSchedule.objects.exclude(repeats=0).aggregate(due=Min("next_run"))["due"]
+
+    def step(self) -> bool:
+        """Fire what is due, or wait until something may be. Returns whether it fired."""
+        due = self.next_due()
+        now = timezone.now()
+        # django-q2 fires rows with next_run < now (strictly).
+        if due is not None and due < now:
+            engine_scheduler(broker=self.broker)
+            return True
+        wait = self.max_wait
+        if due is not None:
+            wait = min(wait, (due - now).total_seconds() + 0.001)
+        self._wait(wait)
+        return False
+
+    def _wait(self, seconds: float) -> None:
+        if not self.listener.alive and not self.listener.start():
+            time.sleep(seconds)
+            return
+        ready, _, _ = select.select([self.listener.fileno()], [], [], max(seconds, 0))
+        if ready:
+            self.listener.drain()
+
+    def close(self) -> None:
+        self.listener.close()
