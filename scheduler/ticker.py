@@ -45,14 +45,17 @@ class Ticker:
         wait = self.max_wait
         if due is not None:
             wait = min(wait, (due - now).total_seconds() + 0.001)
-        self._wait(wait)
+        self.wait(wait)
         return False
 
-    def _wait(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
         if not self.listener.alive and not self.listener.start():
             time.sleep(seconds)
             return
-        ready, _, _ = select.select([self.listener.fileno()], [], [], max(seconds, 0))
+        try:
+            ready, _, _ = select.select([self.listener.fileno()], [], [], max(seconds, 0))
+        except InterruptedError:
+            return
         if ready:
             self.listener.drain()
 

@@ -1,20 +1,32 @@
 """django-q2's ``qcluster``, plus Hodei's ticker for sub-second schedule firing.
 
 Overrides django-q2's command of the same name (the scheduler app is listed before
-django_q): the cluster starts exactly as django-q2 starts it, then this process, which
-would otherwise only wait for the cluster, runs the ticker until the cluster stops."""
+django_q). With the ticker (the default) this process supervises a plain django-q2
+cluster (``qcluster --no-ticker``) started in a process group of its own, and runs the
+ticker itself:
+
+- the cluster never receives signals meant for its supervisor's group: django-q2 hangs
+  when SIGTERM reaches its sentinel and workers directly (as process managers such as
+  honcho send it), instead of reaching the cluster's main process only;
+- on SIGTERM or Ctrl-C the supervisor stops the ticker, forwards SIGTERM to the
+  cluster, and SIGKILLs its whole group if it has not stopped after a grace period
+  (django-q2 issue #346)."""
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django_q.brokers import get_broker
-from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from scheduler.ticker import Ticker
 
 log = logging.getLogger("hodei.scheduler")
+STOP_GRACE_SECONDS = 10.0
 
 
 class Command(DjangoQCommand):
@@ -31,18 +43,38 @@ class Command(DjangoQCommand):
     def handle(self, *args, **options):
         if options.get("run_once") or options.get("no_ticker"):
             return super().handle(*args, **options)
+        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster", "--no-ticker"]
         if options.get("cluster_name"):
-            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
-        cluster = Cluster()
-        cluster.start()
+            argv += ["--name", options["cluster_name"]]
+        cluster = subprocess.Popen(argv, start_new_session=True)
+        stopping = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stopping.append(signum))
         ticker = Ticker(get_broker())
         try:
-            while cluster.sentinel is not None and cluster.sentinel.is_alive():
+            while not stopping and cluster.poll() is None:
                 try:
                     ticker.step()
                 except DatabaseError as exc:
                     log.warning("ticker: database error (%s); retrying", exc)
                     connection.close()
-                    ticker._wait(1.0)
+                    ticker.wait(1.0)
         finally:
             ticker.close()
+            self._stop(cluster)
+        if cluster.returncode not in (0, -signal.SIGTERM) and not stopping:
+            raise SystemExit(cluster.returncode or 1)
+
+    def _stop(self, cluster: subprocess.Popen) -> None:
+        if cluster.poll() is None:
+            cluster.send_signal(signal.SIGTERM)
+            try:
+                cluster.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("qcluster did not stop in %s s; killing it", STOP_GRACE_SECONDS)
+        try:
+            # Whatever is left of the cluster's group (a hung sentinel or worker).
+            os.killpg(cluster.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        cluster.wait()
