@@ -45,7 +45,7 @@ if HODEI_SERVICE not in HODEI_SERVICES:
 ROOT_URLCONF = f"hodei.urls.{HODEI_SERVICE}"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "hodei.apps.HodeiAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -87,6 +87,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"hodei": "hodei.templatetags.hodei"},
         },
     },
 ]
@@ -115,6 +116,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve assets (admin, Swagger UI) straight from the installed apps: no collectstatic
 # step is needed to get a working UI, and nothing comes from a CDN.

@@ -101,6 +101,13 @@ def _lock_pipelines(pipeline_ids: set) -> None:
 
 
 def _set_dependencies(job: Job, depends_on: list[Job]) -> None:
+    validate_dependencies(job=job, depends_on=depends_on)
+    job.depends_on.set(depends_on)
+
+
+def validate_dependencies(*, job: Job, depends_on: list[Job]) -> None:
+    """Raise InvalidInput unless ``job`` may depend on ``depends_on``: jobs of its own
+    pipeline, not itself, no cycle. (Callers that then save hold the pipeline lock.)"""
     # Where the dependencies are now, read under the pipeline lock (one may have moved).
     pipeline_of = dict(
         Job.objects.filter(pk__in=[other.pk for other in depends_on]).values_list(
@@ -117,11 +124,10 @@ def _set_dependencies(job: Job, depends_on: list[Job]) -> None:
                 "Dependencies must be jobs of the same pipeline.",
                 fields={"depends_on": [f"{other.pk} belongs to another pipeline."]},
             )
-    if _creates_cycle(job, depends_on):
+    if job.pk is not None and _creates_cycle(job, depends_on):
         raise InvalidInput(
             "Dependencies would form a cycle.", fields={"depends_on": ["Cycle detected."]}
         )
-    job.depends_on.set(depends_on)
 
 
 def _creates_cycle(job: Job, depends_on: list[Job]) -> bool:

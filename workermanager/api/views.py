@@ -86,7 +86,7 @@ class ManagedWorkerViewSet(
     queryset = ManagedWorker.objects.select_related("worker")
     serializer_class = ManagedWorkerSerializer
     filterset_class = ManagedWorkerFilter
-    action_permissions = {"worker_status": "view"}
+    action_permissions = {"worker_status": "view", "destroy": "change"}
 
     def get_object(self):
         return services.managed_worker_refresh(managed=super().get_object())

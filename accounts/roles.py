@@ -1,0 +1,37 @@
+"""Hodei's two roles, as Django groups: the admin and the API both honour them."""
+
+OPERATORS = "Hodei operators"
+VIEWERS = "Hodei viewers"
+
+# (app_label, model_name) -> the actions operators get; viewers get "view" on all.
+OPERATOR_ACTIONS = {
+    ("orchestrator", "pipeline"): ("add", "change", "delete", "view"),
+    ("orchestrator", "job"): ("add", "change", "delete", "view"),
+    ("scheduler", "schedule"): ("add", "change", "delete", "view"),
+    ("scheduler", "schedulefire"): ("view",),
+    ("scheduler", "worker"): ("add", "change", "view"),
+    ("workermanager", "managedworker"): ("add", "change", "view"),
+    ("workermanager", "execution"): ("add", "change", "view"),
+    ("workermanager", "executionlog"): ("view",),
+}
+
+
+def sync_roles(apps) -> None:
+    """Create the groups if missing and set their permissions (idempotent)."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    operators, _ = Group.objects.get_or_create(name=OPERATORS)
+    viewers, _ = Group.objects.get_or_create(name=VIEWERS)
+    operator_perms, viewer_perms = [], []
+    for (app_label, model), actions in OPERATOR_ACTIONS.items():
+        perms = {
+            p.codename: p
+            for p in Permission.objects.filter(
+                content_type__app_label=app_label, content_type__model=model
+            )
+        }
+        operator_perms += [perms[f"{a}_{model}"] for a in actions if f"{a}_{model}" in perms]
+        if f"view_{model}" in perms:
+            viewer_perms.append(perms[f"view_{model}"])
+    operators.permissions.set(operator_perms)
+    viewers.permissions.set(viewer_perms)

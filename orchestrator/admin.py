@@ -1,0 +1,146 @@
+from django import forms
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from hodei.admin_tools import status_badge
+from hodei.exceptions import InvalidInput
+from orchestrator import services
+from orchestrator.choices import PipelineStatus
+from orchestrator.models import Job, Pipeline
+from workermanager.choices import Trigger
+from workermanager.services import execution_enqueue
+
+
+class JobInline(admin.TabularInline):
+    model = Job
+    fields = ("name", "command", "type", "worker_type", "timeout_seconds", "max_retries", "status")
+    readonly_fields = ("status",)
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ("name", "status_badge", "job_count", "created_at", "updated_at")
+    list_filter = ("status",)
+    search_fields = ("name", "description")
+    inlines = [JobInline]
+    actions = ("archive_selected",)
+    fields = ("name", "description", "status", "metadata")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+    @admin.display(description="jobs")
+    def job_count(self, obj):
+        return obj.jobs.count()
+
+    @admin.action(description="Archive selected pipelines", permissions=["change"])
+    def archive_selected(self, request, queryset):
+        for pipeline in queryset:
+            services.pipeline_update(pipeline=pipeline, status=PipelineStatus.ARCHIVED)
+        self.message_user(request, f"{queryset.count()} pipeline(s) archived.")
+
+
+class JobAdminForm(forms.ModelForm):
+    class Meta:
+        model = Job
+        fields = [
+            "pipeline",
+            "name",
+            "description",
+            "command",
+            "type",
+            "worker_type",
+            "labels",
+            "env",
+            "timeout_seconds",
+            "max_retries",
+            "retry_delay_seconds",
+            "retry_backoff",
+            "max_lost_retries",
+            "depends_on",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        pipeline, depends_on = data.get("pipeline"), list(data.get("depends_on") or [])
+        if pipeline is not None and depends_on:
+            job = self.instance
+            job.pipeline = pipeline
+            try:
+                services.validate_dependencies(job=job, depends_on=depends_on)
+            except InvalidInput as exc:
+                self.add_error("depends_on", exc.message)
+        return data
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
+    list_display = ("__str__", "pipeline", "type", "worker_type", "status_badge", "updated_at")
+    list_filter = ("status", "type", "pipeline")
+    list_select_related = ("pipeline",)
+    search_fields = ("name", "command", "pipeline__name")
+    autocomplete_fields = ("pipeline",)
+    filter_horizontal = ("depends_on",)
+    actions = ("run_now",)
+    readonly_fields = ("status", "executions_link", "secret_env_masked")
+    fieldsets = (
+        (None, {"fields": ("pipeline", "name", "description", "status", "executions_link")}),
+        (
+            "Command",
+            {"fields": ("command", "type", "worker_type", "labels", "env", "secret_env_masked")},
+        ),
+        (
+            "Limits and retries",
+            {
+                "fields": (
+                    "timeout_seconds",
+                    "max_retries",
+                    "retry_delay_seconds",
+                    "retry_backoff",
+                    "max_lost_retries",
+                    "depends_on",
+                )
+            },
+        ),
+    )
+
+    @admin.display(description="last status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+    @admin.display(description="secret env")
+    def secret_env_masked(self, obj):
+        # Secret values are never shown, here or in the API; set them through the API.
+        return ", ".join(f"{key}=********" for key in obj.secret_env) or "–"
+
+    @admin.display(description="executions")
+    def executions_link(self, obj):
+        if not obj.pk:
+            return "–"
+        url = reverse("admin:workermanager_execution_changelist") + f"?job__id__exact={obj.pk}"
+        return format_html('<a href="{}">executions of this job</a>', url)
+
+    def save_related(self, request, form, formsets, change):
+        # depends_on goes through the service, which locks and checks it again.
+        depends_on = list(form.cleaned_data.pop("depends_on", []))
+        super().save_related(request, form, formsets, change)
+        services.job_update(job=form.instance, depends_on=depends_on)
+
+    @admin.action(description="Run now", permissions=["run"])
+    def run_now(self, request, queryset):
+        for job in queryset:
+            execution = execution_enqueue(job=job, trigger=Trigger.ADMIN)
+            url = reverse("admin:workermanager_execution_change", args=[execution.pk])
+            self.message_user(
+                request,
+                format_html('{}: execution <a href="{}">{}</a> queued', job, url, execution.pk),
+                messages.SUCCESS,
+            )
+
+    def has_run_permission(self, request):
+        return request.user.has_perm("workermanager.add_execution")

@@ -1,0 +1,365 @@
+import uuid
+
+from django.contrib import admin, messages
+from django.db.models import Q
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from hodei.admin_tools import CappedCountPaginator, status_badge
+from hodei.dashboard import STATUS_COLOURS
+from hodei.exceptions import HodeiError
+from workermanager import services
+from workermanager.choices import MANAGED_LIVE, TERMINAL, Trigger
+from workermanager.models import Execution, ManagedWorker
+
+TAIL_PAGE = 500
+
+
+class OperatePermissionMixin:
+    """Executions are history: nobody edits one. Operators act on them (cancel, retry)
+    with the ``change`` permission; viewers only look."""
+
+    def has_operate_permission(self, request, obj=None) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+@admin.register(Execution)
+class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
+    list_display = (
+        "short_id",
+        "status_badge",
+        "job_link",
+        "command_preview",
+        "worker",
+        "trigger",
+        "attempt",
+        "exit_code",
+        "duration",
+        "created_at",
+    )
+    list_select_related = ("job", "worker")
+    list_filter = ("status", "type", "trigger", "worker_type")
+    date_hierarchy = "created_at"
+    search_fields = ("=id", "command")
+    ordering = ("-id",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ("cancel_selected", "retry_selected")
+    raw_id_fields = ("job", "worker", "retry_of", "schedule")
+    change_form_template = "admin/workermanager/execution/change_form.html"
+    readonly_fields = (
+        "id",
+        "status_badge",
+        "job_link",
+        "command",
+        "type",
+        "worker_type",
+        "env",
+        "timeout_seconds",
+        "exit_code",
+        "error",
+        "worker",
+        "attempt",
+        "retry_of_link",
+        "trigger",
+        "schedule",
+        "scheduled_for",
+        "cancel_requested",
+        "created_at",
+        "available_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "log_bytes",
+        "log_truncated",
+    )
+    fieldsets = (
+        (
+            None,
+            {"fields": ("id", "status_badge", "job_link", "command", "type", "exit_code", "error")},
+        ),
+        (
+            "Run",
+            {
+                "fields": (
+                    "worker",
+                    "worker_type",
+                    "trigger",
+                    "attempt",
+                    "retry_of_link",
+                    "schedule",
+                    "scheduled_for",
+                    "timeout_seconds",
+                    "env",
+                    "cancel_requested",
+                )
+            },
+        ),
+        (
+            "Times",
+            {"fields": ("created_at", "available_at", "started_at", "finished_at", "duration")},
+        ),
+        ("Output", {"fields": ("log_bytes", "log_truncated")}),
+    )
+
+    # -- read-only history ---------------------------------------------------------
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # Links from jobs, workers and schedules filter by id without listing every job
+        # in a sidebar filter (a DISTINCT over 10^6 rows).
+        if lookup in ("job__id__exact", "worker__id__exact", "schedule__id__exact"):
+            return True
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        try:
+            return queryset.filter(id=uuid.UUID(term)), False
+        except ValueError:
+            pass
+        return queryset.filter(Q(command__icontains=term)), False
+
+    # -- columns -------------------------------------------------------------------
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj):
+        return str(obj.id)[:13]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+    @admin.display(description="job", ordering="job")
+    def job_link(self, obj):
+        if obj.job_id is None:
+            return "–"
+        url = reverse("admin:orchestrator_job_change", args=[obj.job_id])
+        return format_html('<a href="{}">{}</a>', url, obj.job)
+
+    @admin.display(description="retry of")
+    def retry_of_link(self, obj):
+        if obj.retry_of_id is None:
+            return "–"
+        url = reverse("admin:workermanager_execution_change", args=[obj.retry_of_id])
+        return format_html('<a href="{}">{}</a>', url, obj.retry_of_id)
+
+    @admin.display(description="command")
+    def command_preview(self, obj):
+        text = obj.command.strip().splitlines()[0] if obj.command.strip() else "(empty)"
+        return text[:60] + ("…" if len(text) > 60 or "\n" in obj.command.strip() else "")
+
+    @admin.display(description="duration")
+    def duration(self, obj):
+        ms = obj.duration_ms
+        if ms is None:
+            return "–"
+        return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+    # -- actions -------------------------------------------------------------------
+
+    @admin.action(description="Cancel selected executions", permissions=["operate"])
+    def cancel_selected(self, request, queryset):
+        self._apply(request, queryset, services.execution_cancel, "cancelled")
+
+    @admin.action(description="Retry selected executions", permissions=["operate"])
+    def retry_selected(self, request, queryset):
+        def retry(*, execution):
+            return services.execution_retry(execution=execution, trigger=Trigger.ADMIN)
+
+        self._apply(request, queryset, retry, "retried")
+
+    def _apply(self, request, queryset, operation, verb):
+        """Apply ``operation`` to each; one that cannot apply is reported, not forced."""
+        done, refused = 0, []
+        for execution in queryset:
+            try:
+                operation(execution=execution)
+                done += 1
+            except HodeiError as exc:
+                refused.append(f"{str(execution.id)[:13]}: {exc.message}")
+        if done:
+            self.message_user(request, f"{done} execution(s) {verb}.", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    # -- detail page: live log and state ------------------------------------------
+
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/tail/",
+                self.admin_site.admin_view(self.tail_view),
+                name=f"{prefix}_tail",
+            ),
+            path(
+                "<path:object_id>/operate/<str:operation>/",
+                self.admin_site.admin_view(self.operate_view),
+                name=f"{prefix}_operate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        execution = self.get_object(request, object_id)
+        extra = {}
+        if execution is not None:
+            chunks = list(execution.logs.order_by("seq")[:TAIL_PAGE])
+            extra = {
+                "log_chunks": chunks,
+                "log_next_offset": chunks[-1].seq + 1 if chunks else 0,
+                "is_terminal": execution.status in TERMINAL,
+                "can_operate": self.has_operate_permission(request),
+            }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def tail_view(self, request, object_id):
+        """The log from ``offset`` and the current state, for the detail page's poller."""
+        if not self.has_view_or_change_permission(request):
+            raise Http404
+        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        try:
+            offset = max(0, int(request.GET.get("offset", 0)))
+        except ValueError:
+            offset = 0
+        done = execution.status in TERMINAL
+        chunks = list(execution.logs.filter(seq__gte=offset).order_by("seq")[:TAIL_PAGE])
+        return JsonResponse(
+            {
+                "status": execution.status,
+                "colour": STATUS_COLOURS.get(execution.status),
+                "exit_code": execution.exit_code,
+                "duration": self.duration(execution),
+                "error": execution.error,
+                "chunks": [{"stream": c.stream, "message": c.message} for c in chunks],
+                "next_offset": chunks[-1].seq + 1 if chunks else offset,
+                "complete": done and len(chunks) < TAIL_PAGE,
+            }
+        )
+
+    def operate_view(self, request, object_id, operation):
+        if request.method != "POST" or operation not in ("cancel", "retry"):
+            raise Http404
+        if not self.has_operate_permission(request):
+            raise Http404
+        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        try:
+            if operation == "cancel":
+                services.execution_cancel(execution=execution)
+                self.message_user(request, "Execution cancelled.", messages.SUCCESS)
+                target = execution
+            else:
+                target = services.execution_retry(execution=execution, trigger=Trigger.ADMIN)
+                message = f"Retry queued: attempt {target.attempt}."
+                self.message_user(request, message, messages.SUCCESS)
+        except HodeiError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+            target = execution
+        return redirect("admin:workermanager_execution_change", target.pk)
+
+    @staticmethod
+    def _uuid_or_404(value):
+        try:
+            return uuid.UUID(str(value))
+        except ValueError:
+            raise Http404 from None
+
+
+@admin.register(ManagedWorker)
+class ManagedWorkerAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "type",
+        "status_badge",
+        "concurrency",
+        "pid",
+        "host",
+        "worker",
+        "started_at",
+        "stopped_at",
+    )
+    list_filter = ("status", "type", "provider")
+    list_select_related = ("worker",)
+    search_fields = ("name", "type", "host")
+    actions = ("stop_selected",)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("type", "concurrency", "labels")
+        return (
+            "name",
+            "type",
+            "status_badge",
+            "concurrency",
+            "labels",
+            "provider",
+            "pid",
+            "host",
+            "worker",
+            "failure_reason",
+            "created_at",
+            "started_at",
+            "stopped_at",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj) if obj is not None else ()
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+    def has_change_permission(self, request, obj=None):
+        # The form only starts workers; a started worker is changed by actions.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("workermanager.change_managedworker")
+
+    def changelist_view(self, request, extra_context=None):
+        # Show the truth: a worker whose process died is not running.
+        live = ManagedWorker.objects.filter(status__in=MANAGED_LIVE).select_related("worker")
+        for managed in live:
+            services.managed_worker_refresh(managed=managed)
+        return super().changelist_view(request, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        """Start the worker through the provider, as the API does."""
+        try:
+            started = services.managed_worker_start(
+                type=obj.type, concurrency=obj.concurrency, labels=obj.labels or {}
+            )
+            message = f"Worker {started.name} started (pid {started.pid})."
+            self.message_user(request, message, messages.SUCCESS)
+        except services.WorkerStartFailed as exc:
+            started = exc.managed
+            self.message_user(request, exc.message, messages.ERROR)
+        obj.pk = started.pk
+        obj.__dict__.update({k: v for k, v in started.__dict__.items() if not k.startswith("_")})
+
+    @admin.action(description="Stop selected workers", permissions=["operate"])
+    def stop_selected(self, request, queryset):
+        stopped = 0
+        for managed in queryset.select_related("worker"):
+            try:
+                services.managed_worker_stop(managed=managed)
+                stopped += 1
+            except HodeiError as exc:
+                self.message_user(request, f"{managed.name}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{stopped} worker(s) stopped.", messages.SUCCESS)
