@@ -16,8 +16,10 @@ class JobInline(admin.TabularInline):
     model = Job
     fields = ("name", "command", "type", "worker_type", "timeout_seconds", "max_retries", "status")
     readonly_fields = ("status",)
-    extra = 0
     show_change_link = True
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 1 if obj is None else 0  # a new pipeline starts with a blank job row
 
 
 @admin.register(Pipeline)

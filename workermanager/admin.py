@@ -103,7 +103,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             "Times",
             {"fields": ("created_at", "available_at", "started_at", "finished_at", "duration")},
         ),
-        ("Output", {"fields": ("log_bytes", "log_truncated")}),
+        ("Output", {"fields": ("log_bytes", "log_truncated"), "classes": ("collapse",)}),
     )
 
     # -- read-only history ---------------------------------------------------------

@@ -47,6 +47,9 @@
         if (state.complete) {
           complete = true;
           document.getElementById("hodei-log-state").textContent = "(complete)";
+          // A finished execution cannot be cancelled any more.
+          const cancel = document.getElementById("hodei-cancel");
+          if (cancel) cancel.closest("li").remove();
           document.body.dataset.executionStatus = state.status;
           return;
         }
