@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "agent",
     "orchestrator",
     "workermanager",
+    "telemetry",
 ]
 
 MIDDLEWARE = [

@@ -82,6 +82,18 @@ class Job(models.Model):
         validators=[MaxValueValidator(100)],
         help_text="Retries after a run was lost with its worker (an infrastructure failure).",
     )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Delete finished executions older than this; empty uses the global setting.",
+    )
+    retention_count = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="Keep at most this many finished executions; empty means no count limit.",
+    )
     depends_on = models.ManyToManyField(
         "self", symmetrical=False, blank=True, related_name="dependents"
     )

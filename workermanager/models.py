@@ -163,6 +163,12 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     log_bytes = models.BigIntegerField(default=0)
     log_truncated = models.BooleanField(default=False)
+    trace_id = models.CharField(
+        max_length=32, blank=True, default="", help_text="OpenTelemetry trace of its life."
+    )
+    trace_parent = models.CharField(
+        max_length=64, blank=True, default="", help_text="W3C traceparent of the enqueue span."
+    )
 
     class Meta:
         ordering = ["-id"]
