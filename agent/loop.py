@@ -24,6 +24,9 @@ from hodei.lib.listen import Listener
 from scheduler.choices import WorkerStatus
 from scheduler.models import Worker
 from scheduler.services import worker_register
+from telemetry import metrics
+from telemetry.logs import register_secret
+from telemetry.tracing import continue_trace, start_span_in
 from workermanager import services as wm
 from workermanager.choices import ExecutionStatus, LogStream
 from workermanager.models import Execution
@@ -43,6 +46,7 @@ class Run:
     deadline: float | None
     reason: str | None = None  # why we are killing it: timeout | cancel | lost | shutdown
     open_fds: set = field(default_factory=set)
+    span: object = None  # the execution.run span, when tracing
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Agent:
         self.is_draining = False
         # Output taken from the commands but not yet stored: kept until an INSERT works.
         self.unstored: list = []
+        # Metrics are pushed with the heartbeat, not one upsert per execution.
+        metrics.buffer.batched = True
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -184,6 +190,7 @@ class Agent:
             self.enforce_deadlines(now=time.monotonic())
             self.settle_finished()
         self.flush(now=time.monotonic(), final=True)
+        metrics.buffer.flush()
         if self.worker is not None:
             self.worker.refresh_from_db()
             self.worker.go_offline(now=clock.now())
@@ -199,6 +206,7 @@ class Agent:
         self.worker.refresh_from_db(fields=["status"])
         self.is_draining = self.worker.status == WorkerStatus.DRAINING
         self.worker.heartbeat(now=clock.now())
+        metrics.buffer.flush()
         # Agents also reap dead peers, so a crashed agent's work is retried within a few
         # heartbeats even between the qcluster's once-a-minute maintenance runs.
         wm.worker_reap()
@@ -252,6 +260,13 @@ class Agent:
     def _start(self, execution: Execution) -> None:
         job = execution.job
         secret_env = job.secret_env if job else {}
+        for value in secret_env.values():
+            register_secret(value)
+        ids = self._log_ids(execution)
+        with continue_trace(
+            execution.trace_parent, "execution.claim", **{"hodei.worker": self.worker.name}
+        ):
+            pass
         output = OutputCapture(
             max_bytes=self.config.log_max_bytes,
             flush_bytes=self.config.log_flush_bytes,
@@ -285,7 +300,16 @@ class Agent:
         deadline = (
             time.monotonic() + execution.timeout_seconds if execution.timeout_seconds else None
         )
-        run = Run(execution=execution, process=process, output=output, deadline=deadline)
+        run = Run(
+            execution=execution,
+            process=process,
+            output=output,
+            deadline=deadline,
+            span=start_span_in(
+                execution.trace_parent, "execution.run", **{"hodei.pid": process.pid}
+            ),
+        )
+        log.info("execution started (pid %s)", process.pid, extra=ids)
         for stream, pipe in (
             (LogStream.STDOUT, process.popen.stdout),
             (LogStream.STDERR, process.popen.stderr),
@@ -363,6 +387,8 @@ class Agent:
         self.unstored.extend(chunks)
         if self.unstored:
             wm.execution_logs_store(chunks=self.unstored)
+            stored = sum(len(chunk.message.encode()) for _, chunk in self.unstored)
+            metrics.inc("hodei_log_bytes_stored_total", stored)
             self.unstored = []
 
     def settle_finished(self) -> int:
@@ -386,6 +412,13 @@ class Agent:
             self._settle(run)
         return len(done)
 
+    def _log_ids(self, execution: Execution) -> dict:
+        return {
+            "execution_id": execution.id,
+            "job_id": execution.job_id,
+            "worker_id": self.worker.id if self.worker else None,
+        }
+
     def _settle(self, run: Run) -> None:
         execution, code = run.execution, run.process.returncode
         # Every chunk is stored before the outcome: a reader that sees a finished
@@ -399,6 +432,16 @@ class Agent:
         }.get(run.reason, (None, ""))
         if outcome is None and run.reason is None:
             outcome = ExecutionStatus.SUCCEEDED if code == 0 else ExecutionStatus.FAILED
+        if run.span is not None:
+            run.span.set_attribute("hodei.exit_code", -1 if code is None else code)
+            run.span.set_attribute("hodei.status", str(outcome or "lost"))
+            run.span.end()
+        log.info(
+            "execution %s, exit code %s",
+            outcome or "lost (settled elsewhere)",
+            code,
+            extra=self._log_ids(execution),
+        )
         if outcome is not None:
             wm.execution_settle(
                 execution=execution,

@@ -1,6 +1,8 @@
 """Gunicorn settings shared by the three API services (see the Procfile)."""
 
 import os
+import shutil
+from pathlib import Path
 
 workers = int(os.environ.get("HODEI_WEB_WORKERS", "2"))
 threads = int(os.environ.get("HODEI_WEB_THREADS", "4"))
@@ -9,6 +11,25 @@ graceful_timeout = 5
 accesslog = "-" if os.environ.get("HODEI_ACCESS_LOG", "1") == "1" else None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("HODEI_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Prometheus multiprocess mode: each gunicorn worker writes its HTTP and database metrics
+# to files that /metrics aggregates. Set here, in the master, before workers import
+# prometheus_client; one directory per service, wiped when the service starts.
+_service = os.environ.get("HODEI_SERVICE", "orchestrator")
+_var = Path(os.environ.get("HODEI_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus" / _service))
+
+
+def on_starting(server):
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):

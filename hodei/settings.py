@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
     # Before django_q: its `qcluster` command adds the precise schedule ticker.
     "scheduler",
     "django_q",
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "hodei.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -75,6 +77,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 TEMPLATES = [
@@ -101,6 +104,10 @@ if _database_url:
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {"default": sqlite_database(str(VAR_DIR / "hodei.sqlite3"))}
+# django-prometheus's wrappers of the same backends count queries and errors.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("HODEI_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -184,6 +191,9 @@ HODEI_DEFAULT_WORKER_TYPE = env_str("HODEI_DEFAULT_WORKER_TYPE", "default")
 HODEI_WORKER_START_TIMEOUT_SECONDS = env_float(
     "HODEI_WORKER_START_TIMEOUT_SECONDS", 10.0, minimum=0.5
 )
+# Retention: finished executions (and their logs) older than this are purged; a job's
+# retention_days overrides it (workermanager/retention.py).
+HODEI_RETENTION_DAYS = env_int("HODEI_RETENTION_DAYS", 30, minimum=1)
 
 Q_CLUSTER = {
     "name": "hodei",
@@ -201,14 +211,38 @@ Q_CLUSTER = {
 }
 
 LOG_LEVEL = env_str("HODEI_LOG_LEVEL", "INFO")
+HODEI_LOG_FORMAT = env_str("HODEI_LOG_FORMAT", "text")
+if HODEI_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("HODEI_LOG_FORMAT must be 'text' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "filters": {"redact": {"()": "telemetry.logs.RedactingFilter"}},
+    "formatters": {
+        "text": {
+            "()": "telemetry.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "telemetry.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": HODEI_LOG_FORMAT,
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # django-q2 configures its own handler; route it through ours instead.
+        "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
 }
+
+# /metrics needs a token or session with a view permission on executions, unless public
+# (when only Prometheus can reach the services' ports).
+HODEI_METRICS_PUBLIC = env_bool("HODEI_METRICS_PUBLIC", False)
 
 # Scheduling: a slot fired more than this late counts as missed (misfire policy applies).
 HODEI_MISFIRE_GRACE_SECONDS = env_float("HODEI_MISFIRE_GRACE_SECONDS", 60.0, minimum=1)

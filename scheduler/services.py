@@ -27,6 +27,7 @@ from scheduler.choices import (
 )
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
 from scheduler.models import Schedule, ScheduleFire, Worker
+from telemetry import metrics
 from workermanager.choices import ACTIVE, Trigger
 from workermanager.models import Execution
 from workermanager.services import execution_cancel, execution_enqueue
@@ -231,17 +232,22 @@ def schedule_fire(*, schedule_id, slot: datetime | None = None) -> ScheduleFire 
     on_time = [s for s in due if now - s <= grace]
     fire = None
     if late and schedule.misfire_policy == MisfirePolicy.SKIP:
-        _record(schedule, late[0], FireOutcome.MISSED, detail=_span(late), now=now)
-        if on_time:
-            fire = _fire_slot(schedule, on_time[-1], now=now)
+        if _record(schedule, late[0], FireOutcome.MISSED, detail=_span(late), now=now):
+            metrics.inc("hodei_schedule_slots_missed_total", len(late), policy="skip")
     elif late:
-        # run_once: one catch-up execution for every missed slot, never a burst.
-        target = due[-1]
-        if len(due) > 1:
-            _record(schedule, due[0], FireOutcome.CAUGHT_UP, detail=_span(due[:-1]), now=now)
-        fire = _fire_slot(schedule, target, now=now, detail=f"catch-up ({len(late)} late)")
-    else:
-        fire = _fire_slot(schedule, due[-1], now=now)
+        # run_once: one run covers every late slot, never a burst. If a slot is also on
+        # time, that run is it; otherwise one catch-up run for the latest late slot.
+        covered = late if on_time else late[:-1]
+        if covered and _record(
+            schedule, covered[0], FireOutcome.CAUGHT_UP, detail=_span(covered), now=now
+        ):
+            metrics.inc("hodei_schedule_slots_missed_total", len(covered), policy="run_once")
+        if not on_time:
+            fire = _fire_slot(schedule, late[-1], now=now, detail=f"catch-up ({len(late)} late)")
+    # Slots within the grace period are not misfires: each fires (a scheduler that was
+    # briefly behind catches up slot by slot; the overlap policy still applies).
+    for on_time_slot in on_time:
+        fire = _fire_slot(schedule, on_time_slot, now=now) or fire
     schedule.advance(fired_slot=due[-1], next_run_at=_next_slot_after(schedule, due[-1]), now=now)
     _sync_engine(schedule)
     return fire
@@ -280,7 +286,7 @@ def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFi
     """Apply the overlap policy and queue the execution for ``slot``."""
     active = list(Execution.objects.filter(schedule=schedule, status__in=ACTIVE))
     if active and schedule.overlap_policy == OverlapPolicy.FORBID:
-        return _record(
+        skipped = _record(
             schedule,
             slot,
             FireOutcome.SKIPPED_OVERLAP,
@@ -288,6 +294,9 @@ def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFi
             now=now,
             is_manual=is_manual,
         )
+        if skipped:
+            metrics.inc("hodei_schedule_slots_skipped_total", reason="overlap")
+        return skipped
     claim = _record(schedule, slot, FireOutcome.FIRED, detail=detail, now=now, is_manual=is_manual)
     if claim is None:
         return None
@@ -300,6 +309,8 @@ def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFi
         job=schedule.job, trigger=Trigger.SCHEDULE, schedule=schedule, scheduled_for=slot
     )
     claim.save(update_fields=["execution", "outcome", "detail"])
+    if not is_manual:
+        metrics.observe("hodei_schedule_fire_lag_seconds", claim.lag_ms / 1000)
     return claim
 
 

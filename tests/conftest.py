@@ -13,7 +13,9 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.models import token_create
+from agent.loop import Agent, AgentConfig
 from hodei.lib.env import database_url_from_settings
+from telemetry import metrics
 from tests.factories import UserFactory
 
 
@@ -74,6 +76,36 @@ def make_client(db):
         return client_for(service, user)
 
     return make
+
+
+@pytest.fixture
+def make_agent(db, tmp_path):
+    """An in-process agent, driven one step at a time by the test."""
+    agents = []
+
+    def make(**overrides) -> Agent:
+        options = dict(
+            type="default",
+            name=f"test-agent-{len(agents)}",
+            concurrency=2,
+            heartbeat_seconds=0.2,
+            poll_seconds=0.05,
+            kill_grace_seconds=0.5,
+            shutdown_grace_seconds=0.5,
+            workdir_root=str(tmp_path),
+        )
+        options.update(overrides)
+        agent = Agent(AgentConfig(**options))
+        agent.register()
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.shutdown()
+    # An agent batches metrics for its heartbeat; this test process is not an agent.
+    metrics.buffer.batched = False
+    metrics.buffer.take()
 
 
 @pytest.fixture(scope="session")

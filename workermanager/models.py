@@ -8,6 +8,7 @@ from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, worker_type_validator
+from telemetry import metrics
 from workermanager.choices import (
     TERMINAL,
     ExecutionStatus,
@@ -243,6 +244,7 @@ class Execution(models.Model):
                 for row in rows:
                     if row.job_id:
                         row._mirror_status_to_job()
+                    metrics.execution_claimed(row)
         return rows
 
     def _transition(self, allowed: set, target: str, *, extra_filter=None, **fields) -> bool:
@@ -258,6 +260,8 @@ class Execution(models.Model):
                 setattr(self, name, value)
             if self.job_id:
                 self._mirror_status_to_job()
+            if target in TERMINAL:
+                metrics.execution_finished(self)
         else:
             self.refresh_from_db()
         return changed
@@ -276,6 +280,7 @@ class Execution(models.Model):
             {S.QUEUED}, S.RUNNING, worker=worker, started_at=now, deadline_at=deadline
         ):
             raise InvalidTransition(f"Execution is {self.status}; only a queued one can start.")
+        metrics.execution_claimed(self)
 
     def finish(self, *, exit_code: int, now: datetime, worker=None, **log_stats) -> bool:
         """running -> succeeded (exit 0) or failed. Returns False, changing nothing, when

@@ -13,6 +13,7 @@ from hodei.lib.ids import uuid7
 from orchestrator.models import Job
 from scheduler.choices import LIVE_WORKER_STATUSES, WorkerStatus
 from scheduler.models import Worker
+from telemetry import tracing
 from workermanager.choices import MANAGED_LIVE, RETRYABLE, TERMINAL, ExecutionStatus, Trigger
 from workermanager.models import Execution, ExecutionLog, ManagedWorker
 from workermanager.notify import notify_cancel, notify_queued
@@ -38,6 +39,38 @@ def execution_enqueue(
 ) -> Execution:
     """Queue an execution. The job, if any, supplies every default; the arguments given
     override them. An empty command is a valid no-op that succeeds at once."""
+    with tracing.tracer.start_as_current_span("execution.enqueue") as span:
+        execution = _enqueue(
+            job=job,
+            command=command,
+            type=type,
+            worker_type=worker_type,
+            env=env,
+            timeout_seconds=timeout_seconds,
+            trigger=trigger,
+            schedule=schedule,
+            scheduled_for=scheduled_for,
+            retry_of=retry_of,
+            available_at=available_at,
+        )
+        span.set_attribute("hodei.execution_id", str(execution.id))
+        return execution
+
+
+def _enqueue(
+    *,
+    job,
+    command,
+    type,
+    worker_type,
+    env,
+    timeout_seconds,
+    trigger,
+    schedule,
+    scheduled_for,
+    retry_of,
+    available_at,
+) -> Execution:
     if job is None and not command:
         raise InvalidInput(
             "Nothing to run: give a job_id or a command.",
@@ -59,6 +92,7 @@ def execution_enqueue(
         created_at=now,
         available_at=available_at or now,
     )
+    execution.trace_id, execution.trace_parent = tracing.current_ids()
     if retry_of is not None:
         execution.retry_of = retry_of
         execution.attempt = retry_of.attempt + 1
@@ -120,6 +154,21 @@ def execution_settle(
 
     Returns False, changing nothing, when the execution was settled meanwhile: a late
     report (say, from a worker already declared lost) never flips the outcome."""
+    with tracing.continue_trace(
+        execution.trace_parent, "execution.finish", **{"hodei.outcome": outcome}
+    ):
+        return _settle(
+            execution=execution,
+            worker=worker,
+            outcome=outcome,
+            exit_code=exit_code,
+            error=error,
+            log_bytes=log_bytes,
+            log_truncated=log_truncated,
+        )
+
+
+def _settle(*, execution, worker, outcome, exit_code, error, log_bytes, log_truncated) -> bool:
     now = clock.now()
     stats = {"log_bytes": log_bytes, "log_truncated": log_truncated}
     common = {"now": now, "exit_code": exit_code, "worker": worker, **stats}

@@ -1,13 +1,14 @@
 """Each service process serves one of these URLconfs (``HODEI_SERVICE`` picks it).
 
 Every service has /health, /openapi.json (its own paths only), /swagger-ui, /metrics
-where wired, and the browsable API's login pages."""
+and the browsable API's login pages."""
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from hodei.api.views import health_view
+from telemetry.views import metrics_view
 
 # Several models have a `status` with its own choices; without names drf-spectacular
 # falls back to hashed enum names ("StatusC79Enum") and warns.
@@ -29,6 +30,7 @@ def router() -> SimpleRouter:
 def common_patterns(service: str) -> list:
     return [
         path("health", health_view(service), name="health"),
+        path("metrics", metrics_view, name="metrics"),
         path(
             "openapi.json",
             # The JSON view: the plain one answers a client without an Accept header (curl)

@@ -1,36 +1,7 @@
 import time
 
-import pytest
-
-from agent.loop import Agent, AgentConfig
+from agent.loop import Agent
 from workermanager.choices import TERMINAL
-
-
-@pytest.fixture
-def make_agent(db, tmp_path):
-    """An in-process agent, driven one step at a time by the test."""
-    agents = []
-
-    def make(**overrides) -> Agent:
-        options = dict(
-            type="default",
-            name=f"test-agent-{len(agents)}",
-            concurrency=2,
-            heartbeat_seconds=0.2,
-            poll_seconds=0.05,
-            kill_grace_seconds=0.5,
-            shutdown_grace_seconds=0.5,
-            workdir_root=str(tmp_path),
-        )
-        options.update(overrides)
-        agent = Agent(AgentConfig(**options))
-        agent.register()
-        agents.append(agent)
-        return agent
-
-    yield make
-    for agent in agents:
-        agent.shutdown()
 
 
 def drive(agent: Agent, execution, *, timeout: float = 10.0, until=None):

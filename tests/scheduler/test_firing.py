@@ -254,3 +254,15 @@ def test_deleted_or_paused_schedules_never_fire(db, now):
     now.set(slot)
     assert schedule_fire(schedule_id=schedule.pk, slot=slot) is None
     assert schedule_fire(schedule_id="01a22359-0000-7000-8000-000000000000", slot=slot) is None
+
+
+def test_slots_within_the_grace_period_each_fire(db, now):
+    schedule = schedule_create(job=JobFactory(), cron="* * * * * *", overlap_policy="allow")
+    slot = schedule.next_run_at
+    now.set(slot + timedelta(seconds=4, milliseconds=500))  # a scheduler 4.5 s behind
+    schedule_fire(schedule_id=schedule.pk, slot=slot)
+    fired = sorted(
+        Execution.objects.filter(schedule=schedule).values_list("scheduled_for", flat=True)
+    )
+    assert fired == [slot + timedelta(seconds=i) for i in range(5)]
+    assert not ScheduleFire.objects.filter(schedule=schedule).exclude(outcome="fired").exists()

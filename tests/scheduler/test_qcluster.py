@@ -18,10 +18,15 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def cluster(child_env):
+    """cluster(n) starts n qcluster processes and returns once they fire schedules."""
     procs = []
 
     def start(count=1):
         procs.extend(start_qcluster(child_env) for _ in range(count))
+        probe = schedule_create(
+            job=JobFactory(command=""), schedule_time=clock.now() + timedelta(seconds=0.5)
+        )
+        wait_for(lambda: Execution.objects.filter(schedule=probe).exists(), timeout=30)
 
     yield start
     for proc in procs:

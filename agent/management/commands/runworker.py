@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agent.loop import Agent, AgentConfig
 from orchestrator.models import worker_type_validator
+from telemetry.tracing import setup_tracing
 
 
 def parse_labels(raw: str) -> dict[str, str]:
@@ -39,6 +40,7 @@ class Command(BaseCommand):
         if not 1 <= options["concurrency"] <= 1024:
             raise CommandError("--concurrency must be between 1 and 1024")
         logging.getLogger("hodei").setLevel(logging.INFO)
+        setup_tracing("agent")
         config = AgentConfig.from_settings(
             type=options["type"],
             name=options["name"],

@@ -24,6 +24,7 @@ from django_q.brokers import get_broker
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from scheduler.ticker import Ticker
+from telemetry.tracing import setup_tracing
 
 log = logging.getLogger("hodei.scheduler")
 STOP_GRACE_SECONDS = 10.0
@@ -41,6 +42,7 @@ class Command(DjangoQCommand):
         )
 
     def handle(self, *args, **options):
+        setup_tracing("qcluster")
         if options.get("run_once") or options.get("no_ticker"):
             return super().handle(*args, **options)
         argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster", "--no-ticker"]

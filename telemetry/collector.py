@@ -1,0 +1,116 @@
+"""The /metrics view's domain part: shared series from the database, and state gauges
+computed at scrape time."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Min
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from hodei.lib import clock
+from scheduler.choices import WorkerStatus
+from scheduler.models import Worker
+from telemetry.metrics import METRICS
+from telemetry.models import MetricValue
+from workermanager.choices import ExecutionStatus
+from workermanager.models import Execution
+
+
+def _parse_labels(text: str) -> dict:
+    return dict(part.split("=", 1) for part in text.split(",") if part)
+
+
+class DomainCollector:
+    def collect(self):
+        yield from self._stored_series()
+        yield from self._queue_gauges()
+        yield from self._worker_gauges()
+
+    def _stored_series(self):
+        rows = MetricValue.objects.values_list("name", "labels", "value")
+        by_sample: dict[str, list] = {}
+        for name, labels, value in rows:
+            by_sample.setdefault(name, []).append((_parse_labels(labels), value))
+        for metric in METRICS.values():
+            if metric.kind == "counter":
+                family = Metric(metric.name.removesuffix("_total"), metric.help, "counter")
+                for labels, value in by_sample.get(metric.name, []):
+                    family.add_sample(metric.name, labels, value)
+            else:
+                family = self._histogram(metric, by_sample)
+            yield family
+
+    def _histogram(self, metric, by_sample) -> Metric:
+        """Every bucket of every label set (a bucket never hit is stored as no row)."""
+        family = Metric(metric.name, metric.help, "histogram")
+        buckets = {}
+        for labels, value in by_sample.get(metric.name + "_bucket", []):
+            le = float(labels.pop("le"))
+            buckets[(tuple(sorted(labels.items())), le)] = value
+        sums = {tuple(sorted(lb.items())): v for lb, v in by_sample.get(metric.name + "_sum", [])}
+        for labels, count in by_sample.get(metric.name + "_count", []):
+            key = tuple(sorted(labels.items()))
+            for bound in (*metric.buckets, float("inf")):
+                value = buckets.get((key, float(bound)), 0.0)
+                family.add_sample(
+                    metric.name + "_bucket", {**labels, "le": floatToGoString(bound)}, value
+                )
+            family.add_sample(metric.name + "_count", labels, count)
+            family.add_sample(metric.name + "_sum", labels, sums.get(key, 0.0))
+        return family
+
+    def _queue_gauges(self):
+        now = clock.now()
+        depth = GaugeMetricFamily(
+            "hodei_queue_depth", "Queued executions, per worker type.", labels=["worker_type"]
+        )
+        age = GaugeMetricFamily(
+            "hodei_queue_oldest_age_seconds",
+            "Age of the oldest queued execution, per worker type.",
+            labels=["worker_type"],
+        )
+        rows = (
+            Execution.objects.filter(status=ExecutionStatus.QUEUED)
+            .values_list("worker_type")
+            .annotate(n=Count("id"), oldest=Min("created_at"))
+            .order_by()
+        )
+        for worker_type, n, oldest in rows:
+            depth.add_metric([worker_type], n)
+            age.add_metric([worker_type], max(0.0, (now - oldest).total_seconds()))
+        running = GaugeMetricFamily(
+            "hodei_executions_running",
+            "Running executions, per worker type.",
+            labels=["worker_type"],
+        )
+        for worker_type, n in (
+            Execution.objects.filter(status=ExecutionStatus.RUNNING)
+            .values_list("worker_type")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
+            running.add_metric([worker_type], n)
+        yield depth
+        yield age
+        yield running
+
+    def _worker_gauges(self):
+        now = clock.now()
+        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
+        counts = dict.fromkeys(("online", "stale", "draining", "offline"), 0)
+        for status, beat in Worker.objects.values_list("status", "last_heartbeat_at"):
+            if status == WorkerStatus.OFFLINE:
+                counts["offline"] += 1
+            elif beat is None or now - beat > stale_after:
+                counts["stale"] += 1
+            else:
+                counts[status] += 1
+        family = GaugeMetricFamily(
+            "hodei_workers",
+            "Registered workers by status (stale: online but its heartbeat is late).",
+            labels=["status"],
+        )
+        for status, n in counts.items():
+            family.add_metric([status], n)
+        yield family
