@@ -197,6 +197,8 @@ class Execution(models.Model):
             models.Index(fields=["job", "-id"], name="execution_job_idx"),
             models.Index(fields=["worker", "-id"], name="execution_worker_idx"),
             models.Index(fields=["type", "-id"], name="execution_type_idx"),
+            models.Index(fields=["trigger", "-id"], name="execution_trigger_idx"),
+            models.Index(fields=["worker_type", "-id"], name="execution_worker_type_idx"),
         ]
 
     def __str__(self) -> str:
@@ -378,7 +380,10 @@ class ExecutionLog(models.Model):
     command costs a few INSERTs a second."""
 
     id = models.BigAutoField(primary_key=True)
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="logs")
+    # No index of its own: the unique (execution, seq) index serves every lookup.
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="logs", db_index=False
+    )
     seq = models.PositiveIntegerField()
     stream = models.CharField(max_length=8, choices=LogStream.choices)
     message = models.TextField()
