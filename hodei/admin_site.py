@@ -9,5 +9,8 @@ class HodeiAdminSite(admin.AdminSite):
     index_title = "Operations console"
 
     def index(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "dashboard": dashboard.build()}
+        extra_context = dict(extra_context or {})
+        # The figures are about executions: shown to those who may see them (both roles).
+        if request.user.has_perm("workermanager.view_execution"):
+            extra_context["dashboard"] = dashboard.build()
         return super().index(request, extra_context)

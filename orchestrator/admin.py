@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -35,9 +36,33 @@ class PipelineAdmin(admin.ModelAdmin):
     def status_badge(self, obj):
         return status_badge(obj.status)
 
-    @admin.display(description="jobs")
+    def get_queryset(self, request):
+        # One query for the page, not one COUNT per row.
+        return super().get_queryset(request).annotate(job_total=Count("jobs"))
+
+    @admin.display(description="jobs", ordering="job_total")
     def job_count(self, obj):
-        return obj.jobs.count()
+        return obj.job_total
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        # Through the service, as the API: it stamps updated_at.
+        changed = {name: getattr(obj, name) for name in form.changed_data}
+        services.pipeline_update(pipeline=obj, **changed)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Job:
+            return super().save_formset(request, form, formset, change)
+        formset.save(commit=False)
+        for job in formset.deleted_objects:
+            job.delete()
+        for job in formset.new_objects:
+            job.save()
+        for job, changed in formset.changed_objects:
+            # Through the service, as the API (and as the job's own page).
+            services.job_update(job=job, **{name: getattr(job, name) for name in changed})
+        formset.save_m2m()
 
     @admin.action(description="Archive selected pipelines", permissions=["change"])
     def archive_selected(self, request, queryset):
@@ -69,8 +94,17 @@ class JobAdminForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         pipeline, depends_on = data.get("pipeline"), list(data.get("depends_on") or [])
+        job = self.instance
+        moving = not job._state.adding and pipeline is not None and pipeline.pk != job.pipeline_id
+        if moving and job.dependents.exists():
+            # As the service refuses it: the jobs that depend on this one would then
+            # depend on a job of another pipeline.
+            self.add_error(
+                "pipeline",
+                "Other jobs depend on this one; remove their dependencies before moving it "
+                "to another pipeline.",
+            )
         if pipeline is not None and depends_on:
-            job = self.instance
             job.pipeline = pipeline
             try:
                 services.validate_dependencies(job=job, depends_on=depends_on)

@@ -3,7 +3,8 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -54,21 +55,33 @@ class ScheduleForm(forms.ModelForm):
         return data
 
 
+HISTORY_ROWS = 20
+
+
+class LatestFiresFormSet(forms.BaseInlineFormSet):
+    """The newest HISTORY_ROWS slots of this schedule; a schedule firing every second has
+    millions of rows. (Sliced here, after the formset has filtered by the schedule: in
+    the inline's get_queryset the newest rows would be those of every schedule.)"""
+
+    def get_queryset(self):
+        if not hasattr(self, "_latest"):
+            self._latest = super().get_queryset().order_by("-slot_at")[:HISTORY_ROWS]
+        return self._latest
+
+
 class ScheduleFireInline(admin.TabularInline):
     model = ScheduleFire
+    formset = LatestFiresFormSet
     fields = ("slot_at", "outcome", "execution", "lag", "is_manual", "detail")
     readonly_fields = fields
     can_delete = False
     extra = 0
     max_num = 0
     ordering = ("-slot_at",)
-    verbose_name_plural = "History (latest 20 slots)"
+    verbose_name_plural = f"History (latest {HISTORY_ROWS} slots)"
 
     def get_queryset(self, request):
-        # The newest 20; a schedule firing every second has millions of rows.
-        qs = super().get_queryset(request)
-        latest = qs.order_by("-slot_at").values("id")[:20]
-        return qs.filter(id__in=latest).select_related("execution")
+        return super().get_queryset(request).select_related("execution")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -115,8 +128,15 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         """Through the services, as the API: the django-q2 row follows every change."""
-        data = {name: form.cleaned_data.get(name) for name in form.Meta.fields}
-        data["cron"] = data["cron"] or ""
+        # The editable fields only (the admin's form class also names the read-only ones),
+        # and on a change only those changed, as a PATCH: saving an unchanged form must
+        # not re-arm a completed one-off schedule or move a pending slot.
+        names = [
+            name for name in ScheduleForm.Meta.fields if not change or name in form.changed_data
+        ]
+        data = {name: form.cleaned_data.get(name) for name in names}
+        if "cron" in data:
+            data["cron"] = data["cron"] or ""
         # The form validated exactly what the services check.
         if change:
             saved = services.schedule_update(schedule=obj, **data)
@@ -124,6 +144,13 @@ class ScheduleAdmin(admin.ModelAdmin):
             saved = services.schedule_create(**data)
         obj.pk = saved.pk
         obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        services.schedule_delete(schedule=obj)  # with its django-q2 row, as the API
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            services.schedule_delete(schedule=schedule)
 
     def get_urls(self):
         return [
@@ -229,8 +256,16 @@ class WorkerAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        running = Count("executions", filter=Q(executions__status=ExecutionStatus.RUNNING))
-        return super().get_queryset(request).annotate(running_count=running)
+        # A subquery on the partial index of running executions; a Count over the join
+        # would read every execution each worker ever ran.
+        running = (
+            Execution.objects.filter(worker=OuterRef("pk"), status=ExecutionStatus.RUNNING)
+            .order_by()
+            .values("worker")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(running_count=Coalesce(Subquery(running), 0))
 
     def has_add_permission(self, request):
         return False  # agents register themselves
@@ -266,12 +301,22 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: stop taking new work, finish current", permissions=["change"])
     def drain_selected(self, request, queryset):
-        for worker in queryset:
-            worker.drain()
-        self.message_user(request, f"{queryset.count()} worker(s) draining.")
+        self._apply(request, queryset, Worker.drain, "draining")
 
     @admin.action(description="Undo drain", permissions=["change"])
     def undrain_selected(self, request, queryset):
+        self._apply(request, queryset, Worker.undrain, "taking work again")
+
+    def _apply(self, request, queryset, method, verb):
+        """Apply the model's transition; a worker it does not apply to is reported."""
+        done = 0
         for worker in queryset:
-            worker.undrain()
-        self.message_user(request, f"{queryset.count()} worker(s) taking work again.")
+            before = worker.status
+            method(worker)
+            if worker.status != before:
+                done += 1
+            else:
+                message = f"{worker.name} is {worker.status}: unchanged."
+                self.message_user(request, message, messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} worker(s) {verb}.", messages.SUCCESS)

@@ -1,9 +1,13 @@
+import uuid
+from datetime import UTC, datetime, timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 
+from hodei.lib import clock
 from orchestrator.models import Job, Pipeline
-from scheduler.models import Schedule, Worker
-from workermanager.models import Execution, ExecutionLog
+from scheduler.models import Schedule, ScheduleFire, Worker
+from workermanager.models import Execution, ExecutionLog, ManagedWorker
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -54,6 +58,28 @@ class ExecutionFactory(factory.django.DjangoModelFactory):
     command = factory.LazyAttribute(lambda o: o.job.command if o.job else "echo hello")
 
 
+def uuid7_at(at: datetime) -> uuid.UUID:
+    """A UUIDv7 of the instant ``at``: rows made to look old get old ids, as real ones
+    have (ids sort by creation time)."""
+    ms = int(at.timestamp() * 1000)
+    rand = uuid.uuid4().int
+    value = (ms << 80) | (0x7 << 76) | ((rand & 0xFFF) << 64) | (0b10 << 62)
+    return uuid.UUID(int=value | (rand >> 66))
+
+
+class FinishedExecutionFactory(ExecutionFactory):
+    """An execution that finished a second after it was created at ``created_at``
+    (default now), with an id of that time. For an active one pass ``status`` and
+    ``finished_at=None``."""
+
+    id = factory.LazyAttribute(lambda o: uuid7_at(o.created_at))
+    created_at = factory.LazyFunction(clock.now)
+    status = "succeeded"
+    exit_code = 0
+    started_at = factory.LazyAttribute(lambda o: o.created_at)
+    finished_at = factory.LazyAttribute(lambda o: o.created_at + timedelta(seconds=1))
+
+
 class ExecutionLogFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ExecutionLog
@@ -62,3 +88,97 @@ class ExecutionLogFactory(factory.django.DjangoModelFactory):
     seq = factory.Sequence(lambda n: n)
     stream = "stdout"
     message = "hello\n"
+
+
+class ManagedWorkerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ManagedWorker
+
+    name = factory.Sequence(lambda n: f"managed-default-{n:012x}")
+    type = "default"
+    status = "stopped"
+
+
+class ScheduleFireFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ScheduleFire
+
+    schedule = factory.SubFactory(ScheduleFactory)
+    slot_at = factory.Sequence(lambda n: datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=n))
+    outcome = "fired"
+
+
+def role_user(role: str, **fields):
+    """A staff user in one of Hodei's groups ("Hodei operators" or "Hodei viewers"),
+    which the accounts migration creates."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import sync_roles
+
+    if not Group.objects.filter(name=role).exists():
+        # A transactional test's flush empties the tables the migration filled;
+        # recreate the groups exactly as the migration does.
+        sync_roles(apps)
+    user = UserFactory(is_staff=True, **fields)
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def logged_in(user):
+    """A django.test.Client with ``user`` logged in (the admin is on the default URLconf,
+    the orchestrator's)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def admin_form_data(response, **overrides) -> dict:
+    """The POST data an admin add/change page would submit unchanged (its main form and
+    the management forms and rows of its inlines), with ``overrides`` applied."""
+    from django.forms import ModelMultipleChoiceField, MultipleChoiceField, MultiWidget
+
+    data: dict = {}
+
+    def add(form) -> None:
+        for bound in form:
+            if bound.field.disabled:
+                continue
+            value = bound.value()
+            if isinstance(bound.field.widget, MultiWidget):
+                parts = bound.field.widget.decompress(value)
+                for i, part in enumerate(parts):
+                    data[f"{bound.html_name}_{i}"] = "" if part is None else str(part)
+                continue
+            if isinstance(value, bool):
+                if value:
+                    data[bound.html_name] = "on"
+                continue
+            if isinstance(bound.field, MultipleChoiceField | ModelMultipleChoiceField):
+                value = [str(v) for v in value or ()]
+            elif value is None:
+                value = ""
+            elif isinstance(value, list | tuple):
+                value = [str(v) for v in value]
+            else:
+                value = str(value)
+            data[bound.html_name] = value
+            if bound.field.show_hidden_initial:
+                data[form.add_initial_prefix(bound.name)] = value
+
+    add(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        for key, value in formset.management_form.initial.items():
+            data[f"{formset.prefix}-{key}"] = value
+        for form in formset.forms:
+            add(form)
+    data.update(overrides)
+    return data
+
+
+def messages_of(response) -> list[str]:
+    """The texts of the messages shown on a (followed) admin response."""
+    return [str(m) for m in response.context["messages"]]
