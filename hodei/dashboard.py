@@ -3,12 +3,10 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 
 from hodei.lib import clock
-from scheduler.choices import WorkerStatus
 from scheduler.models import Worker
 from workermanager.choices import TERMINAL, ExecutionStatus
 from workermanager.models import Execution
@@ -56,15 +54,10 @@ def build(now: datetime | None = None) -> dict:
     queued = Execution.objects.filter(status=ExecutionStatus.QUEUED)
     oldest = queued.order_by("id").values_list("created_at", flat=True).first()
 
-    stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
     workers = {"online": 0, "stale": 0, "offline": 0}
-    for status, beat in Worker.objects.values_list("status", "last_heartbeat_at"):
-        if status == WorkerStatus.OFFLINE:
-            workers["offline"] += 1
-        elif beat is None or now - beat > stale_after:
-            workers["stale"] += 1
-        else:
-            workers["online"] += 1
+    for worker in Worker.objects.only("status", "last_heartbeat_at"):
+        liveness = worker.liveness(now=now)
+        workers["online" if liveness == "draining" else liveness] += 1
 
     return {
         "outcomes": [

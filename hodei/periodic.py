@@ -8,6 +8,7 @@ from django_q.models import Schedule as QSchedule
 PERIODIC_TASKS = {
     "hodei.maintain_workers": ("workermanager.tasks.maintain_workers", 1),
     "hodei.maintain_schedules": ("scheduler.tasks.maintain_schedules", 1),
+    "hodei.purge_executions": ("workermanager.tasks.purge_executions", 10),
 }
 
 

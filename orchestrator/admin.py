@@ -120,8 +120,8 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("status", "type", "pipeline")
     list_select_related = ("pipeline",)
     search_fields = ("name", "command", "pipeline__name")
-    autocomplete_fields = ("pipeline",)
-    filter_horizontal = ("depends_on",)
+    # Autocomplete, not a <select> of every job: the page stays light with 10^3+ jobs.
+    autocomplete_fields = ("pipeline", "depends_on")
     actions = ("run_now",)
     readonly_fields = ("status", "executions_link", "secret_env_masked")
     fieldsets = (

@@ -1,7 +1,4 @@
-from datetime import timedelta
-
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -13,7 +10,6 @@ from hodei.admin_tools import status_badge
 from hodei.lib import clock
 from hodei.templatetags.hodei import hodei_duration
 from scheduler import services
-from scheduler.choices import WorkerStatus
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
 from scheduler.models import Schedule, ScheduleFire, Worker
 from workermanager.choices import ExecutionStatus
@@ -282,14 +278,9 @@ class WorkerAdmin(admin.ModelAdmin):
     def heartbeat(self, obj):
         if obj.last_heartbeat_at is None:
             return "never"
-        age = clock.now() - obj.last_heartbeat_at
-        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
-        if obj.status == WorkerStatus.OFFLINE:
-            state = "offline"
-        elif age > stale_after:
-            state = "stale"
-        else:
-            state = "online"
+        now = clock.now()
+        age = now - obj.last_heartbeat_at
+        state = obj.liveness(now=now)
         return format_html(
             '<span class="hodei-heartbeat-{}">{} ago ({})</span>', state, hodei_duration(age), state
         )

@@ -1,3 +1,6 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -153,6 +156,16 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def liveness(self, *, now) -> str:
+        """online, draining, stale (not offline, but its heartbeat is more than two
+        intervals old) or offline: what the admin, the dashboard and /metrics show."""
+        if self.status == WorkerStatus.OFFLINE:
+            return "offline"
+        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
+        if self.last_heartbeat_at is None or now - self.last_heartbeat_at > stale_after:
+            return "stale"
+        return self.status
 
     def heartbeat(self, *, now=None) -> None:
         """Record that the worker is alive; an offline worker comes back online.

@@ -1,15 +1,11 @@
 """The /metrics view's domain part: shared series from the database, and state gauges
 computed at scrape time."""
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.db.models import Count, Min
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from hodei.lib import clock
-from scheduler.choices import WorkerStatus
 from scheduler.models import Worker
 from telemetry.metrics import METRICS
 from telemetry.models import MetricValue
@@ -97,15 +93,9 @@ class DomainCollector:
 
     def _worker_gauges(self):
         now = clock.now()
-        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
         counts = dict.fromkeys(("online", "stale", "draining", "offline"), 0)
-        for status, beat in Worker.objects.values_list("status", "last_heartbeat_at"):
-            if status == WorkerStatus.OFFLINE:
-                counts["offline"] += 1
-            elif beat is None or now - beat > stale_after:
-                counts["stale"] += 1
-            else:
-                counts[status] += 1
+        for worker in Worker.objects.only("status", "last_heartbeat_at"):
+            counts[worker.liveness(now=now)] += 1
         family = GaugeMetricFamily(
             "hodei_workers",
             "Registered workers by status (stale: online but its heartbeat is late).",

@@ -82,8 +82,9 @@ def test_a_group_sigterm_stops_qcluster_promptly(child_env):
     proc = start_qcluster(child_env)
     time.sleep(2)
     started = time.monotonic()
-    stop_group(proc)
-    assert time.monotonic() - started < 5
+    stop_group(proc, timeout=30)
+    # Gracefully, well before the supervisor's 10 s SIGKILL escalation.
+    assert time.monotonic() - started < 9
     assert proc.returncode == 0
 
 

@@ -111,9 +111,11 @@ def test_changelist_filters(operator):
     now = clock.now()
     worker, other_worker = WorkerFactory(), WorkerFactory()
     job, other_job = JobFactory(), JobFactory()
+    # Created oldest first: ids are time-ordered (UUIDv7) and agree with created_at, which
+    # the date hierarchy relies on.
+    old = ExecutionFactory(job=job, created_at=datetime(2023, 5, 17, 12, tzinfo=UTC))
     a = ExecutionFactory(job=job, worker=worker, status=S.RUNNING, type="python")
     b = finished(job=other_job, worker=other_worker, trigger=Trigger.ADMIN, worker_type="gpu")
-    old = ExecutionFactory(job=job, created_at=datetime(2023, 5, 17, 12, tzinfo=UTC))
     assert listed(operator) == {a, b, old}
     assert listed(operator, status__exact="running") == {a}
     assert listed(operator, type__exact="python") == {a}
