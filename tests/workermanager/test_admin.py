@@ -146,6 +146,16 @@ def test_search_by_full_id_and_by_command(operator):
     assert listed(operator, q="") == {wanted, other}
 
 
+def test_search_by_the_short_id_the_list_shows(operator):
+    wanted = ExecutionFactory(command="true")
+    ExecutionFactory(command="true")
+    short = str(wanted.pk)[:13]
+    page = operator.get(EXECUTIONS).content.decode()
+    assert short in page
+    assert listed(operator, q=short) >= {wanted}
+    assert listed(operator, q=str(wanted.pk).replace("-", "")[:20]) == {wanted}
+
+
 def make_rows(n: int):
     jobs = JobFactory.create_batch(3)
     workers = WorkerFactory.create_batch(3)
