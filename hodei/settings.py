@@ -204,7 +204,9 @@ Q_CLUSTER = {
     "retry": 120,
     "max_attempts": 3,
     "catch_up": False,
-    "save_limit": 1000,
+    # Tasks are wake-up calls; their history is Hodei's (ScheduleFire, executions). A
+    # large limit makes django-q2's monitor read that many rows after every task.
+    "save_limit": 50,
     "ack_failures": True,
     "poll": 0.1,
     "label": "Task queue",

@@ -35,6 +35,8 @@ from workermanager.services import execution_cancel, execution_enqueue
 ENGINE_PREFIX = "hodei:"
 ENGINE_FUNC = "scheduler.tasks.fire_schedule"
 SCHEDULES_CHANNEL = "hodei_schedules"
+# The ticker looks at the schedules at least this often (scheduler/ticker.py).
+TICKER_HORIZON_SECONDS = 1.0
 # Enumerating missed slots stops here (a per-second schedule down for a week).
 MAX_MISSED_SLOTS = 10_000
 
@@ -196,8 +198,10 @@ def _sync_engine(schedule: Schedule) -> None:
                 "intended_date_kwarg": "slot",
             },
         )
-        if connection.vendor == "postgresql":
-            # Wakes the precise ticker in every qcluster (delivered on commit).
+        soon = schedule.next_run_at - clock.now() < timedelta(seconds=TICKER_HORIZON_SECONDS)
+        if soon and connection.vendor == "postgresql":
+            # Wakes the ticker in every qcluster (delivered on commit). Only for a slot
+            # sooner than the ticker's own next look: each NOTIFY serialises commits.
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_notify(%s, %s)", [SCHEDULES_CHANNEL, str(schedule.pk)])
     else:

@@ -19,13 +19,13 @@ from django_q.models import Schedule as EngineSchedule
 from django_q.scheduler import scheduler as engine_scheduler
 
 from hodei.lib.listen import Listener
-from scheduler.services import SCHEDULES_CHANNEL
+from scheduler.services import SCHEDULES_CHANNEL, TICKER_HORIZON_SECONDS
 
 log = logging.getLogger("hodei.scheduler")
 
 
 class Ticker:
-    def __init__(self, broker, *, max_wait: float = 1.0):
+    def __init__(self, broker, *, max_wait: float = TICKER_HORIZON_SECONDS):
         self.broker = broker
         self.max_wait = max_wait
         self.listener = Listener([SCHEDULES_CHANNEL])
