@@ -1,7 +1,11 @@
 """django-q2 entry points: wake-up calls that take no domain state and call one service.
 Safe to run twice, or on several qcluster processes at once."""
 
-from workermanager import services
+from workermanager import retention, services
+
+# django-q2 kills a task after 60 s (Q_CLUSTER["timeout"]): a run stops well before, and
+# the next one (every 10 minutes) carries on where it stopped.
+PURGE_SECONDS_PER_RUN = 30.0
 
 
 def maintain_workers() -> str:
@@ -10,3 +14,12 @@ def maintain_workers() -> str:
     expired = services.execution_expire_overdue()
     reaped = services.worker_reap()
     return f"expired {len(expired)} execution(s), reaped {len(reaped)} worker(s)"
+
+
+def purge_executions() -> str:
+    """Delete finished executions (and their logs) past their retention, in batches."""
+    try:
+        result = retention.executions_purge(max_seconds=PURGE_SECONDS_PER_RUN)
+    except retention.PurgeRunning:
+        return "another purge is running"
+    return str(result)
