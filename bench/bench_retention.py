@@ -11,7 +11,7 @@ It re-executes itself under the project's .venv (run `make install` first), drop
 recreates the database `hodei_bench_retention`, migrates it, seeds it with PostgreSQL COPY
 (ids are UUIDv7 of each row's created_at, as the application makes them), starts the
 worker manager API under gunicorn as a real process, and measures. Raw figures go to
-var/bench-results/retention.json, process output to var/bench-logs/. See
+var/bench-results/retention-<time>.json, process output to var/bench-logs/. See
 docs/benchmarks.md, section "Retention".
 
 Every process it starts is stopped in a finally block (SIGTERM, then SIGKILL).
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 LOG_DIR = ROOT / "var" / "bench-logs"
-RESULTS = ROOT / "var" / "bench-results" / "retention.json"
+RESULTS_DIR = ROOT / "var" / "bench-results"
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DB = "hodei_bench_retention"
@@ -931,8 +931,9 @@ def main() -> None:
             "after_purge": machine_between(marks[2], marks[3]),
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    results_path = RESULTS_DIR / f"retention-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2, default=str))
 
     p = results["purge"]
     print(
@@ -965,7 +966,7 @@ def main() -> None:
     failed = [name for name, c in checks.items() if not c["ok"]]
     for name, c in checks.items():
         print(f"  {'ok ' if c['ok'] else 'BAD'} {name}: {c['got']} (want {c['want']})")
-    print(f"raw figures: {RESULTS.relative_to(ROOT)}")
+    print(f"raw figures: {results_path.relative_to(ROOT)}")
     if failed or seq_scans:
         sys.exit(1)
 

@@ -322,6 +322,7 @@ class Execution(models.Model):
             exit_code=exit_code,
             error=f"Timed out after {self.timeout_seconds} s.",
             finished_at=now,
+            **_log_stats(log_stats),
         )
 
     def confirm_cancelled(

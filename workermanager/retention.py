@@ -129,9 +129,13 @@ class _Purge:
         self.result = PurgeResult(dry_run=dry_run)
 
         self.global_cutoff = now - (older_than or timedelta(days=settings.HODEI_RETENTION_DAYS))
-        policies = Job.objects.filter(
-            models.Q(retention_days__isnull=False) | models.Q(retention_count__isnull=False)
-        ).values_list("id", "retention_days", "retention_count")
+        policies = (
+            Job.objects.filter(
+                models.Q(retention_days__isnull=False) | models.Q(retention_count__isnull=False)
+            )
+            .order_by()
+            .values_list("id", "retention_days", "retention_count")
+        )
         self.cutoffs: dict[UUID, datetime] = {}
         self.counts: dict[UUID, int] = {}
         for job_id, days, count in policies:
@@ -146,11 +150,13 @@ class _Purge:
         }
 
     def run(self) -> None:
+        # Jobs one by one, then the rest; the budget is checked between jobs too, so that
+        # many small jobs cannot keep a run going either.
         for job_id, cutoff in sorted(self.early.items()):
-            if not self._purge_job_by_age(job_id, cutoff):
+            if not self._purge_job_by_age(job_id, cutoff) or self._out_of_time():
                 return
         for job_id, keep in sorted(self.counts.items()):
-            if not self._purge_job_by_count(job_id, keep):
+            if not self._purge_job_by_count(job_id, keep) or self._out_of_time():
                 return
         self._purge_by_age()
 

@@ -293,6 +293,16 @@ def test_the_time_budget_stops_after_a_batch_and_the_next_run_carries_on():
     assert (rest.executions, rest.complete) == (3, True)
 
 
+def test_the_time_budget_also_holds_between_jobs():
+    for _ in range(2):
+        aged(10, job=JobFactory(retention_days=5))
+
+    first = purge(max_seconds=0)
+
+    assert (first.executions, first.complete) == (1, False)
+    assert purge().executions == 1
+
+
 def test_kept_rows_do_not_hide_old_ones_behind_them():
     # A job keeping a year fills the oldest part of the created_at index; the walk steps
     # over it (window after window) and still reaches what is due behind it.

@@ -48,10 +48,11 @@ class Command(DjangoQCommand):
         argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster", "--no-ticker"]
         if options.get("cluster_name"):
             argv += ["--name", options["cluster_name"]]
-        cluster = subprocess.Popen(argv, start_new_session=True)
+        # Handlers first: a SIGTERM during start-up must stop the cluster, not orphan it.
         stopping = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stopping.append(signum))
+        cluster = subprocess.Popen(argv, start_new_session=True)
         ticker = Ticker(get_broker())
         try:
             while not stopping and cluster.poll() is None:

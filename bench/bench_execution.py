@@ -1,0 +1,1138 @@
+#!/usr/bin/env python3
+"""Execution benchmark: drain throughput (against procrastinate), dispatch latency through
+the HTTP API, and log throughput, on this machine against local PostgreSQL.
+
+    python3 bench/bench_execution.py            # full run: ~6 min on 2 idle cores, 9-10 under load
+    python3 bench/bench_execution.py --quick    # smaller sizes: 1-2 minutes
+
+It re-executes itself under the project's .venv (run `make install` first), creates a
+separate virtualenv var/bench-venv with procrastinate for the comparison (procrastinate is
+never installed into .venv nor listed in pyproject.toml), drops and recreates the
+databases `hodei_bench` and `hodei_bench_procrastinate`, migrates, runs each part with
+real processes (agents, gunicorn, procrastinate workers), prints a table, and writes the
+raw figures to var/bench-results/. See docs/benchmarks.md, section "Execution".
+
+Every process it starts is stopped in a finally block (SIGTERM, then SIGKILL).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+BENCH_VENV = ROOT / "var" / "bench-venv"
+BENCH_PY = BENCH_VENV / "bin" / "python"
+PROCRASTINATE_SCRIPT = ROOT / "bench" / "bench_procrastinate.py"
+LOG_DIR = ROOT / "var" / "bench-logs"
+RESULTS_DIR = ROOT / "var" / "bench-results"
+
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+DB = "hodei_bench"
+PDB = "hodei_bench_procrastinate"
+DATABASE_URL = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB}"
+PROCRASTINATE_DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PDB}"
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+# Enough client threads that slow responses never hold back a send (open loop), up to
+# responses CLIENT_THREADS / rate seconds late.
+CLIENT_THREADS = 256
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- bootstrap: project venv for us, a separate venv for procrastinate --------------------
+
+
+def ensure_bench_venv() -> None:
+    probe = [str(BENCH_PY), "-c", "import procrastinate, psycopg"]
+    if BENCH_PY.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return
+    say(f"creating {BENCH_VENV.relative_to(ROOT)} with procrastinate (benchmark only)")
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    pip = [str(BENCH_PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "procrastinate", "psycopg[binary]"], check=True)
+
+
+def in_project_venv() -> bool:
+    return Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
+
+
+# -- processes ----------------------------------------------------------------------------
+
+PROCS: list["Proc"] = []
+
+
+def proc_cpu(pid: int) -> tuple[float, float] | None:
+    """(own CPU seconds, CPU seconds of waited-for children) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+def proc_status(pid: int, key: str) -> int | None:
+    """A kB field of /proc/<pid>/status (VmHWM, VmRSS), in bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class Proc:
+    """A child process whose output goes to var/bench-logs/NAME.log. A reader thread notes
+    when ``marker`` first appears (the process is ready) and its CPU time then."""
+
+    def __init__(self, name: str, args: list, env: dict, marker: str | None = None):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.ready = threading.Event()
+        self.ready_at: float | None = None
+        self.cpu_at_ready: tuple[float, float] | None = None
+        self.started_at = time.monotonic()
+        self.popen = subprocess.Popen(
+            [str(a) for a in args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        PROCS.append(self)
+        self.marker = marker.encode() if marker else None
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _pump(self) -> None:
+        with open(self.log_path, "ab") as log:
+            for line in self.popen.stdout:
+                if self.marker and not self.ready.is_set() and self.marker in line:
+                    self.ready_at = time.monotonic()
+                    self.cpu_at_ready = proc_cpu(self.pid)
+                    self.ready.set()
+                log.write(line)
+                log.flush()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.05):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} did not become ready:\n{tail}")
+
+    def cpu(self) -> tuple[float, float] | None:
+        return proc_cpu(self.pid)
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} ignored SIGTERM for {grace} s: SIGKILL")
+                self.popen.kill()
+                self.popen.wait()
+        self._thread.join(5)
+        if self in PROCS:
+            PROCS.remove(self)
+
+
+def stop_all() -> None:
+    for proc in reversed(list(PROCS)):
+        try:
+            proc.stop()
+        except Exception as exc:  # keep stopping the others
+            say(f"could not stop {proc.name}: {exc}")
+
+
+def hodei_env(**extra) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HODEI_", "DJANGO_")) and k not in ("DATABASE_URL",)
+    }
+    env.update(DATABASE_URL=DATABASE_URL, HODEI_DEV="1", PYTHONUNBUFFERED="1")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_agent(name: str, concurrency: int, **extra_env) -> Proc:
+    return Proc(
+        name,
+        [
+            VENV_PY,
+            "manage.py",
+            "runworker",
+            "--type",
+            "default",
+            "--name",
+            name,
+            "--concurrency",
+            concurrency,
+        ],
+        hodei_env(**extra_env),
+        marker="hodei-agent registered",
+    )
+
+
+def manage(*args, **extra_env) -> str:
+    out = subprocess.run(
+        [str(VENV_PY), "manage.py", *map(str, args)],
+        cwd=ROOT,
+        env=hodei_env(**extra_env),
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise RuntimeError(f"manage.py {' '.join(map(str, args))} failed:\n{out.stderr}")
+    return out.stdout
+
+
+def procrastinate(*args) -> None:
+    subprocess.run(
+        [str(BENCH_PY), str(PROCRASTINATE_SCRIPT), "--dsn", PROCRASTINATE_DSN, *map(str, args)],
+        cwd=ROOT,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+    )
+
+
+# -- databases -----------------------------------------------------------------------------
+
+
+def admin_connect(dbname: str = "postgres"):
+    import psycopg
+
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
+
+
+def recreate_databases(names: list[str]) -> None:
+    with admin_connect() as conn:
+        for name in names:
+            # Only ever our own benchmark databases (FORCE ends sessions on them alone).
+            assert name in (DB, PDB)
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def db_counters(conn, dbname: str) -> dict:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated, tup_deleted "
+        "FROM pg_stat_database WHERE datname = %s",
+        [dbname],
+    ).fetchone()
+    return dict(zip(("xacts", "inserted", "updated", "deleted"), row, strict=True))
+
+
+def backend_cpu(conn, dbname: str) -> float:
+    """CPU seconds used so far by the server processes of the other sessions on dbname
+    (the agents' or workers' connections, opened when they started)."""
+    pids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        )
+    ]
+    return sum((proc_cpu(pid) or (0.0, 0.0))[0] for pid in pids)
+
+
+def setup_django() -> None:
+    os.environ.update(hodei_env())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def hodei_reset() -> None:
+    """Empty the execution tables (this database is the benchmark's own)."""
+    import psycopg
+
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE workermanager_executionlog, scheduler_schedulefire, workermanager_execution"
+        )
+        conn.execute("VACUUM ANALYZE workermanager_execution")
+        conn.execute("VACUUM ANALYZE workermanager_executionlog")
+
+
+def procrastinate_reset() -> None:
+    with admin_connect(PDB) as conn:
+        conn.execute(
+            "TRUNCATE procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "
+            "procrastinate_workers RESTART IDENTITY CASCADE"
+        )
+        conn.execute("VACUUM ANALYZE procrastinate_jobs")
+        conn.execute("VACUUM ANALYZE procrastinate_events")
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+# -- part 0: spawn ceiling (no database) ---------------------------------------------------
+
+
+def spawn_worker_main(n: int, concurrency: int, argv: list[str]) -> None:
+    """Hidden mode: spawn ``argv`` n times, ``concurrency`` at a time, pipes read, as
+    plainly as Python can (the ceiling for any Python runner on this machine)."""
+
+    def one(_):
+        subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True, check=True
+        )
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(n)))
+
+
+def spawn_ceiling(n: int, concurrency: int, argv: list[str], procs: int = 2) -> float:
+    per = n // procs
+    t0 = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--spawn-worker", str(per), str(concurrency), *argv],
+            cwd=ROOT,
+        )
+        for _ in range(procs)
+    ]
+    try:
+        for child in children:
+            if child.wait() != 0:
+                raise RuntimeError("spawn worker failed")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return per * procs / (time.monotonic() - t0)
+
+
+# -- part 1: drain throughput --------------------------------------------------------------
+
+
+def wait_until(check, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while True:
+        polls += 1
+        value = check()
+        if value is not None:
+            return value, polls
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out waiting for the benchmark to finish")
+        time.sleep(interval)
+
+
+def drain_hodei(n: int, concurrency: int, agents: int) -> dict:
+    import psycopg
+
+    from workermanager.models import Execution
+
+    hodei_reset()
+    Execution.objects.bulk_create([Execution(command="true") for _ in range(n)], batch_size=1000)
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        before = db_counters(conn, DB)
+        mcpu0 = machine_cpu()
+        t0 = time.monotonic()
+        procs = [start_agent(f"bench-{i + 1}", concurrency) for i in range(agents)]
+        try:
+
+            def done():
+                left, bad = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')), "
+                    "count(*) FILTER (WHERE status NOT IN ('queued', 'running', 'succeeded')) "
+                    "FROM workermanager_execution"
+                ).fetchone()
+                return bad if left == 0 else None
+
+            bad, polls = wait_until(done, timeout=max(120, n / 20))
+            t1 = time.monotonic()
+            mcpu1 = machine_cpu()
+            db_cpu = backend_cpu(conn, DB)
+            cpus = [(p.cpu(), p.cpu_at_ready) for p in procs]
+        finally:
+            for p in procs:
+                p.stop()
+        time.sleep(0.3)  # exited backends have flushed their statistics
+        after = db_counters(conn, DB)
+        first, last = conn.execute(
+            "SELECT min(started_at), max(finished_at) FROM workermanager_execution"
+        ).fetchone()
+    startup = median([p.ready_at - p.started_at for p in procs if p.ready_at])
+    return _drain_figures(
+        n, t0, t1, first, last, bad, startup, cpus, db_cpu, before, after, polls + 2, mcpu0, mcpu1
+    )
+
+
+def drain_procrastinate(n: int, concurrency: int, workers: int) -> dict:
+    procrastinate_reset()
+    procrastinate("defer", n)
+    with admin_connect(PDB) as conn:
+        before = db_counters(conn, PDB)
+        mcpu0 = machine_cpu()
+        t0 = time.monotonic()
+        procs = [
+            Proc(
+                f"procrastinate-{i + 1}",
+                [
+                    BENCH_PY,
+                    PROCRASTINATE_SCRIPT,
+                    "--dsn",
+                    PROCRASTINATE_DSN,
+                    "worker",
+                    "--concurrency",
+                    concurrency,
+                    "--name",
+                    f"bench-{i + 1}",
+                ],
+                {**os.environ, "PYTHONUNBUFFERED": "1"},
+                marker="bench-procrastinate-worker starting",
+            )
+            for i in range(workers)
+        ]
+        try:
+
+            def done():
+                left, bad = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status IN ('todo', 'doing')), "
+                    "count(*) FILTER (WHERE status NOT IN ('todo', 'doing', 'succeeded')) "
+                    "FROM procrastinate_jobs"
+                ).fetchone()
+                return bad if left == 0 else None
+
+            bad, polls = wait_until(done, timeout=max(120, n / 20))
+            t1 = time.monotonic()
+            mcpu1 = machine_cpu()
+            db_cpu = backend_cpu(conn, PDB)
+            cpus = [(p.cpu(), p.cpu_at_ready) for p in procs]
+        finally:
+            for p in procs:
+                p.stop()
+        time.sleep(0.3)
+        after = db_counters(conn, PDB)
+        first, last = conn.execute(
+            "SELECT min(at) FILTER (WHERE type = 'started'), "
+            "max(at) FILTER (WHERE type = 'succeeded') FROM procrastinate_events"
+        ).fetchone()
+    startup = median([p.ready_at - p.started_at for p in procs if p.ready_at])
+    return _drain_figures(
+        n, t0, t1, first, last, bad, startup, cpus, db_cpu, before, after, polls + 2, mcpu0, mcpu1
+    )
+
+
+def _drain_figures(
+    n, t0, t1, first, last, bad, startup, cpus, db_cpu, before, after, own_xacts, mcpu0, mcpu1
+) -> dict:
+    window = (last - first).total_seconds()
+    runner_cpu = command_cpu = 0.0
+    for end, ready in cpus:
+        if end is None:
+            continue
+        ready = ready or (0.0, 0.0)
+        runner_cpu += end[0] - ready[0]
+        command_cpu += end[1] - ready[1]
+    busy = (mcpu1[0] - mcpu0[0]) / max(1, mcpu1[1] - mcpu0[1])
+    return {
+        "n": n,
+        "failed": bad,
+        "rate_window": n / window,  # first start -> last settle, from the database
+        "rate_wall": n / (t1 - t0),  # from spawning the runner processes
+        "startup_s": startup,
+        "runner_cpu_ms": 1000 * runner_cpu / n,  # the agents' / workers' own CPU
+        "command_cpu_ms": 1000 * command_cpu / n,  # their children (the commands)
+        "db_cpu_ms": 1000 * db_cpu / n,  # the PostgreSQL backends serving them
+        "xacts_per_exec": (after["xacts"] - before["xacts"] - own_xacts) / n,
+        "machine_busy": busy,
+    }
+
+
+# -- part 2: dispatch latency --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApiClient:
+    """Thread-safe: one keep-alive connection per thread."""
+
+    def __init__(self, port: int, token: str):
+        self.port, self.token = port, token
+        self.local = threading.local()
+
+    def _conn(self):
+        import http.client
+
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        return conn
+
+    def post_execute(self, body: bytes) -> tuple[float, float, int, dict | None]:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        for attempt in (1, 2):
+            conn = self._conn()
+            t_send = time.time()
+            try:
+                conn.request("POST", "/api/v1/execute", body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except OSError:
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    return t_send, time.time(), 0, None
+                continue
+            t_resp = time.time()
+            return t_send, t_resp, resp.status, (json.loads(data) if data else None)
+        raise AssertionError("unreachable")
+
+
+def start_api() -> tuple[Proc, int]:
+    port = free_port()
+    api = Proc(
+        "gunicorn-workermanager",
+        [
+            ROOT / ".venv" / "bin" / "gunicorn",
+            "hodei.wsgi",
+            "-c",
+            "hodei/gunicorn_conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        hodei_env(HODEI_SERVICE="workermanager", HODEI_ACCESS_LOG="0"),
+    )
+    import http.client
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return api, port
+        except OSError:
+            pass
+        if api.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("gunicorn did not start; see " + str(api.log_path))
+        time.sleep(0.1)
+
+
+def open_loop(client: ApiClient, pool, rate: float, seconds: float) -> list[dict]:
+    body = json.dumps({"command": "echo $EPOCHREALTIME", "type": "bash"}).encode()
+    n = int(rate * seconds)
+    results: list[dict | None] = [None] * n
+
+    def send(i: int, intended: float) -> None:
+        t_send, t_resp, status, data = client.post_execute(body)
+        results[i] = {
+            "t_send": t_send,
+            "t_resp": t_resp,
+            "lag": t_send - intended,
+            "status": status,
+            "id": data.get("id") if status == 201 and data else None,
+        }
+
+    t0_mono, t0_wall = time.monotonic() + 0.05, time.time() + 0.05
+    futures = []
+    for i in range(n):
+        target = t0_mono + i / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        futures.append(pool.submit(send, i, t0_wall + i / rate))
+    for future in futures:
+        future.result()
+    return [r for r in results if r is not None]
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (gunicorn's master and workers)."""
+    total = (proc_cpu(pid) or (0.0, 0.0))[0]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return total + sum(tree_cpu(c) for c in children)
+
+
+def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dict:
+    import psycopg
+
+    def cpu_snapshot():
+        own = os.times()
+        return {
+            "api": tree_cpu(api.pid),
+            "agents": sum((p.cpu() or (0.0, 0.0))[0] for p in agents),
+            "commands": sum((p.cpu() or (0.0, 0.0))[1] for p in agents),
+            "client": own.user + own.system,
+            "machine": machine_cpu(),
+        }
+
+    cpu0 = cpu_snapshot()
+    sent = open_loop(client, pool, rate, seconds)
+    ids = [r["id"] for r in sent if r["id"]]
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+
+        def done():
+            left = conn.execute(
+                "SELECT count(*) FROM workermanager_execution "
+                "WHERE id = ANY(%s) AND status IN ('queued', 'running')",
+                [ids],
+            ).fetchone()[0]
+            return True if left == 0 else None
+
+        wait_until(done, timeout=60)
+        cpu1 = cpu_snapshot()
+        rows = conn.execute(
+            "SELECT e.id::text, e.status, extract(epoch FROM e.created_at), "
+            "extract(epoch FROM e.started_at), l.message "
+            "FROM workermanager_execution e LEFT JOIN workermanager_executionlog l "
+            "ON l.execution_id = e.id AND l.stream = 'stdout' WHERE e.id = ANY(%s)",
+            [ids],
+        ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    lat, api_ms, claim_ms, spawn_ms, resp_ms, lags = [], [], [], [], [], []
+    failures = sum(1 for r in sent if r["status"] != 201)
+    for r in sent:
+        lags.append(r["lag"] * 1000)
+        if r["status"] == 201:
+            resp_ms.append((r["t_resp"] - r["t_send"]) * 1000)
+        row = by_id.get(r["id"]) if r["id"] else None
+        if row is None or row[1] != "succeeded" or not row[4]:
+            failures += r["status"] == 201
+            continue
+        started = float(row[4].strip().replace(",", "."))
+        lat.append((started - r["t_send"]) * 1000)
+        api_ms.append((float(row[2]) - r["t_send"]) * 1000)
+        claim_ms.append((float(row[3]) - float(row[2])) * 1000)
+        spawn_ms.append((started - float(row[3])) * 1000)
+
+    def summary(values):
+        return {
+            "p50": pct(values, 50),
+            "p90": pct(values, 90),
+            "p99": pct(values, 99),
+            "max": max(values) if values else float("nan"),
+        }
+
+    n = max(1, len(sent))
+    m0, m1 = cpu0.pop("machine"), cpu1.pop("machine")
+    cpu_ms = {k: 1000 * (cpu1[k] - cpu0[k]) / n for k in cpu0}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "count": len(lat),
+        "sent": len(sent),
+        "failures": failures,
+        "latency_ms": summary(lat),
+        "api_enqueue_ms": summary(api_ms),  # client send -> row created (clock.now())
+        "queue_to_claim_ms": summary(claim_ms),  # created -> started_at (NOTIFY, claim)
+        "claim_to_exec_ms": summary(spawn_ms),  # started_at -> the command runs
+        "post_response_ms": summary(resp_ms),
+        "send_lag_ms": summary(lags),  # open-loop integrity: sent late by this much
+        "cpu_ms_per_exec": cpu_ms,  # api (gunicorn), agents, commands, client (this script)
+        "machine_busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1]),
+    }
+
+
+def latency(phases: list[tuple[float, float]], agents: int, concurrency: int) -> list[dict]:
+    hodei_reset()
+    token = manage("createtoken", "bench", "--superuser").strip().splitlines()[-1]
+    api, port = start_api()
+    procs = []
+    stack = contextlib.ExitStack()
+    try:
+        procs = [start_agent(f"bench-{i + 1}", concurrency) for i in range(agents)]
+        for p in procs:
+            p.wait_ready()
+        client = ApiClient(port, token)
+        pool = ThreadPoolExecutor(CLIENT_THREADS)
+        stack.callback(pool.shutdown)
+        # Warm-up (threads, connections, code paths), discarded.
+        open_loop(client, pool, phases[-1][0], 2.0)
+        time.sleep(1.0)
+        out = []
+        for rate, seconds in phases:
+            out.append(latency_phase(client, pool, api, procs, rate, seconds))
+            say(
+                f"latency at {rate:.0f}/s: p50 {out[-1]['latency_ms']['p50']:.1f} ms, "
+                f"p99 {out[-1]['latency_ms']['p99']:.1f} ms"
+            )
+            time.sleep(1.0)
+        return out
+    finally:
+        stack.close()
+        for p in procs:
+            p.stop()
+        api.stop()
+
+
+# -- part 3: log throughput ----------------------------------------------------------------
+
+
+def log_command(size: int) -> str:
+    # 100-byte lines ("a" * 99 + newline), exactly `size` bytes.
+    return f"yes {'a' * 99} | head -c {size}"
+
+
+def log_baselines(size: int) -> dict:
+    cmd = log_command(size)
+    t0 = time.monotonic()
+    subprocess.run(["bash", "-c", f"{cmd} > /dev/null"], check=True)
+    devnull = size / (time.monotonic() - t0) / 1e6
+
+    # A trivial Python reader: the agent's read size (64 KiB), counting bytes.
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE)
+    fd, total = proc.stdout.fileno(), 0
+    while chunk := os.read(fd, 64 * 1024):
+        total += len(chunk)
+    proc.wait()
+    reader = total / (time.monotonic() - t0) / 1e6
+    return {"devnull_mb_s": devnull, "python_reader_mb_s": reader}
+
+
+def backend_cpus(conn, dbname: str) -> dict[int, float]:
+    pids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        )
+    ]
+    return {pid: (proc_cpu(pid) or (0.0, 0.0))[0] for pid in pids}
+
+
+def log_throughput(size: int, flush_bytes: int | None = None) -> dict:
+    import psycopg
+
+    from workermanager import services
+    from workermanager.models import Execution
+
+    hodei_reset()
+    env = {"HODEI_LOG_MAX_BYTES": 2 * size + MIB}
+    if flush_bytes:
+        env["HODEI_LOG_FLUSH_BYTES"] = flush_bytes
+    agent = start_agent("bench-log", 1, **env)
+    try:
+        agent.wait_ready()
+        time.sleep(0.5)
+        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+            hwm_idle = proc_status(agent.pid, "VmHWM")
+            cpu0 = agent.cpu()
+            db0 = backend_cpus(conn, DB)
+            before = db_counters(conn, DB)
+            execution = services.execution_enqueue(command=log_command(size), type="bash")
+
+            def done():
+                status = conn.execute(
+                    "SELECT status FROM workermanager_execution WHERE id = %s",
+                    [execution.id],
+                ).fetchone()[0]
+                return status if status not in ("queued", "running") else None
+
+            status, polls = wait_until(done, timeout=600, interval=0.1)
+            hwm = proc_status(agent.pid, "VmHWM")
+            cpu1 = agent.cpu()
+            db1 = backend_cpus(conn, DB)
+            agent.stop()
+            time.sleep(0.3)  # the agent's backends have exited and flushed their counters
+            after = db_counters(conn, DB)
+            stored, chunks = conn.execute(
+                "SELECT coalesce(sum(octet_length(message)), 0), count(*) "
+                "FROM workermanager_executionlog WHERE execution_id = %s AND stream = 'stdout'",
+                [execution.pk],
+            ).fetchone()
+    finally:
+        agent.stop()
+    execution = Execution.objects.get(pk=execution.pk)
+    duration = (execution.finished_at - execution.started_at).total_seconds()
+    return {
+        "status": status,
+        "stored_bytes": int(stored),
+        "expected_bytes": size,
+        "chunks": chunks,
+        "duration_s": duration,
+        "mb_s": int(stored) / duration / 1e6,
+        "agent_cpu_s": (cpu1[0] - cpu0[0]) if cpu0 and cpu1 else float("nan"),
+        "db_cpu_s": sum(v - db0.get(pid, 0.0) for pid, v in db1.items()),
+        # the agent's INSERTs (and its heartbeats and polls), less this script's own
+        "xacts": after["xacts"] - before["xacts"] - polls - 1,
+        "vmhwm_idle_mb": (hwm_idle or 0) / 1e6,
+        "vmhwm_mb": (hwm or 0) / 1e6,
+    }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def fmt(value, spec=".0f") -> str:
+    if value is None or value != value:
+        return "-"
+    return format(value, spec)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 min)")
+    parser.add_argument(
+        "--parts",
+        default="spawn,drain,latency,logs",
+        help="comma-separated subset of spawn,drain,latency,logs",
+    )
+    parser.add_argument(
+        "--no-procrastinate", action="store_true", help="skip the procrastinate comparison"
+    )
+    parser.add_argument("--concurrency", default="4,8", help="per-agent concurrencies")
+    parser.add_argument("--reps", type=int, default=None, help="drain repetitions")
+    parser.add_argument("--spawn-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.spawn_worker:
+        n, concurrency, *argv = args.spawn_worker
+        spawn_worker_main(int(n), int(concurrency), argv)
+        return 0
+
+    parts = set(args.parts.split(","))
+    with_procrastinate = "drain" in parts and not args.no_procrastinate
+    if not in_project_venv():
+        if not VENV_PY.exists():
+            sys.exit("no .venv: run `make install` first")
+        if with_procrastinate:
+            ensure_bench_venv()
+        os.execv(VENV_PY, [str(VENV_PY), __file__, *sys.argv[1:]])
+    if with_procrastinate:
+        ensure_bench_venv()
+
+    quick = args.quick
+    n_drain = 1000 if quick else 5000
+    reps = args.reps or (1 if quick else 3)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rate, seconds = 100.0, (10.0 if quick else 30.0)
+    log_size = (20 if quick else 100) * MIB
+    log_reps = 1 if quick else 3
+    agents = 2
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    results: dict = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": quick,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+    say(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    t_start = time.monotonic()
+    try:
+        recreate_databases([DB] + ([PDB] if with_procrastinate else []))
+        manage("migrate", "--no-input", "-v", "0")
+        setup_django()
+        with admin_connect() as conn:
+            results["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
+        git = ["git", "-C", str(ROOT)]
+        results["commit"] = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        results["dirty_files"] = len(
+            subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()
+        )
+        if with_procrastinate:
+            procrastinate("schema")
+            results["procrastinate"] = subprocess.run(
+                [
+                    str(BENCH_PY),
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('procrastinate'))",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+
+        if "spawn" in parts:
+            results.setdefault("loadavg", {})["spawn"] = os.getloadavg()[0]
+            n_spawn = 1000 if quick else 3000
+            rows = {"bash -c true": [], "/bin/true": []}
+            for _ in range(reps):
+                for label, argv in (
+                    ("bash -c true", ["bash", "-c", "true"]),
+                    ("/bin/true", ["/bin/true"]),
+                ):
+                    rows[label].append(spawn_ceiling(n_spawn, max(concurrencies), argv))
+            results["spawn"] = {k: {"runs": v, "median": median(v)} for k, v in rows.items()}
+            say(
+                "spawn ceiling: "
+                + ", ".join(f"{k} {v['median']:.0f}/s" for k, v in results["spawn"].items())
+            )
+
+        if "drain" in parts:
+            results.setdefault("loadavg", {})["drain"] = os.getloadavg()[0]
+            runs: dict = {}
+            for rep in range(reps):
+                for c in concurrencies:
+                    key = f"hodei c={c}"
+                    r = drain_hodei(n_drain, c, agents)
+                    runs.setdefault(key, []).append(r)
+                    say(
+                        f"drain {key} rep {rep + 1}: {r['rate_window']:.0f}/s "
+                        f"(wall {r['rate_wall']:.0f}/s)"
+                    )
+                    if with_procrastinate:
+                        key = f"procrastinate c={c}"
+                        r = drain_procrastinate(n_drain, c, agents)
+                        runs.setdefault(key, []).append(r)
+                        say(
+                            f"drain {key} rep {rep + 1}: {r['rate_window']:.0f}/s "
+                            f"(wall {r['rate_wall']:.0f}/s)"
+                        )
+            results["drain"] = {
+                key: {
+                    "runs": rs,
+                    "median": {k: median([r[k] for r in rs]) for k in rs[0]},
+                }
+                for key, rs in runs.items()
+            }
+
+        if "latency" in parts:
+            results.setdefault("loadavg", {})["latency"] = os.getloadavg()[0]
+            say(f"dispatch latency: {rate:.0f}/s for {seconds:.0f} s through the API")
+            # A light load first (10/s): the floor of the path, without queueing.
+            phases = [(10.0, 5.0 if quick else 10.0), (rate, seconds)]
+            results["latency"] = latency(phases, agents, concurrencies[0])
+
+        if "logs" in parts:
+            results.setdefault("loadavg", {})["logs"] = os.getloadavg()[0]
+            base, runs, variant = [], [], []
+            for rep in range(log_reps):
+                base.append(log_baselines(log_size))
+                runs.append(log_throughput(log_size))
+                say(
+                    f"logs rep {rep + 1}: {runs[-1]['mb_s']:.1f} MB/s stored, "
+                    f"VmHWM {runs[-1]['vmhwm_mb']:.0f} MB"
+                )
+                # Diagnostic, not the figure: the same with 1 MiB chunks (fewer INSERTs).
+                variant.append(log_throughput(log_size, flush_bytes=MIB))
+                say(f"logs rep {rep + 1}, 1 MiB chunks: {variant[-1]['mb_s']:.1f} MB/s stored")
+
+            def medians(rows):
+                return {
+                    k: median([r[k] for r in rows])
+                    for k in rows[0]
+                    if isinstance(rows[0][k], (int, float))
+                }
+
+            results["logs"] = {
+                "size": log_size,
+                "runs": runs,
+                "runs_flush_1mib": variant,
+                "baselines": base,
+                "median": medians(runs),
+                "median_flush_1mib": medians(variant),
+                "baseline_median": medians(base),
+            }
+    finally:
+        stop_all()
+    results["runtime_s"] = time.monotonic() - t_start
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"execution-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, log_size)
+    print(f"\nraw figures: {out.relative_to(ROOT)}; runtime {results['runtime_s']:.0f} s")
+    return 0
+
+
+def cpu_total(m: dict) -> float:
+    return m["runner_cpu_ms"] + m["command_cpu_ms"] + m["db_cpu_ms"]
+
+
+def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, log_size):
+    print()
+    print(
+        f"Execution benchmark  ({results['cpus']} cores, PostgreSQL "
+        f"{results.get('postgres', '?')}, load {results['loadavg_at_start'][0]:.2f} at start"
+        f"{', QUICK' if results['quick'] else ''})"
+    )
+    print(
+        f"Hodei commit {results.get('commit', '?')} ({results.get('dirty_files', 0)} modified "
+        f"tracked files); procrastinate {results.get('procrastinate', '-')}; 1-min load "
+        "average when each part began: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in results.get("loadavg", {}).items())
+    )
+    if "spawn" in results:
+        print(
+            f"\nSpawn ceiling, no database (2 Python processes x {max(concurrencies)} threads, "
+            "subprocess.run with pipes), median:"
+        )
+        for k, v in results["spawn"].items():
+            print(f"  {k:<14} {v['median']:6.0f} /s")
+    if "drain" in results:
+        print(
+            f"\n1. Drain: {n_drain} executions of `true`, {agents} runner processes, "
+            f"median of {reps} run(s)"
+        )
+        head = (
+            f"  {'runner':<22}{'exec/s':>8}{'wall/s':>8}{'start s':>8}{'runner':>8}"
+            f"{'cmds':>7}{'db':>7}{'xact/ex':>8}{'busy':>6}  runs exec/s"
+        )
+        print(head)
+        print(f"  {'':<22}{'':>8}{'':>8}{'':>8}{'ms/ex':>8}{'ms/ex':>7}{'ms/ex':>7}")
+        for key, v in results["drain"].items():
+            m = v["median"]
+            runs = " ".join(f"{r['rate_window']:.0f}" for r in v["runs"])
+            fails = sum(r["failed"] for r in v["runs"])
+            print(
+                f"  {key:<22}{fmt(m['rate_window']):>8}{fmt(m['rate_wall']):>8}"
+                f"{fmt(m['startup_s'], '.2f'):>8}{fmt(m['runner_cpu_ms'], '.2f'):>8}"
+                f"{fmt(m['command_cpu_ms'], '.2f'):>7}{fmt(m['db_cpu_ms'], '.2f'):>7}"
+                f"{fmt(m['xacts_per_exec'], '.2f'):>8}{fmt(100 * m['machine_busy']):>5}%"
+                f"  {runs}{f'  FAILED {fails}' if fails else ''}"
+            )
+        cores = results["cpus"]
+        print(
+            f"  CPU-bound ceiling on {cores} idle cores (cores / (runner + cmds + db) CPU "
+            "per execution; less sensitive than rates to other load on the machine):"
+        )
+        print(
+            "    "
+            + ", ".join(
+                f"{key} {1000 * cores / cpu_total(v['median']):.0f}/s"
+                for key, v in results["drain"].items()
+            )
+        )
+        for c in concurrencies:
+            h = results["drain"].get(f"hodei c={c}")
+            p = results["drain"].get(f"procrastinate c={c}")
+            if h and p:
+                # Runs alternate (Hodei, procrastinate, ...): pairs share the machine's mood.
+                pairs = [
+                    a["rate_window"] / b["rate_window"]
+                    for a, b in zip(h["runs"], p["runs"], strict=False)
+                ]
+                print(
+                    f"  c={c}: Hodei / procrastinate = {median(pairs):.2f} (median of paired "
+                    f"runs: {' '.join(f'{r:.2f}' for r in pairs)})"
+                )
+        print("  target: >= 500 exec/s and >= procrastinate")
+    if "latency" in results:
+        for lat in results["latency"]:
+            print(
+                f"\n2. Dispatch latency, open loop: {lat['rate']:.0f}/s for {lat['seconds']:.0f} s "
+                f"through POST /api/v1/execute, {agents} agents; {lat['count']} of "
+                f"{lat['sent']} measured, {lat['failures']} failed; machine "
+                f"{100 * lat['machine_busy']:.0f}% busy"
+            )
+            print(f"  {'ms':<42}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
+            for key, label in (
+                ("latency_ms", "send -> command running (THE FIGURE)"),
+                ("api_enqueue_ms", "  send -> row created (API)"),
+                ("queue_to_claim_ms", "  row created -> claimed (NOTIFY, claim)"),
+                ("claim_to_exec_ms", "  claimed -> command running (spawn)"),
+                ("post_response_ms", "POST response time"),
+                ("send_lag_ms", "client send lag (open-loop check)"),
+            ):
+                s = lat[key]
+                print(
+                    f"  {label:<42}{fmt(s['p50'], '.1f'):>8}{fmt(s['p90'], '.1f'):>8}"
+                    f"{fmt(s['p99'], '.1f'):>8}{fmt(s['max'], '.1f'):>8}"
+                )
+            if lat["send_lag_ms"]["p99"] > 50:
+                print(
+                    "  WARNING: the client fell behind its schedule (send lag p99 > 50 ms): "
+                    "the machine was overloaded and the open loop broke down"
+                )
+            cpu = lat["cpu_ms_per_exec"]
+            print(
+                "  CPU ms per execution: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                + f" (total {sum(cpu.values()):.2f})"
+            )
+        print("  target (at 100/s): p50 <= 5 ms, p99 <= 20 ms")
+    if "logs" in results:
+        lg = results["logs"]
+        m, b = lg["median"], lg["baseline_median"]
+        print(
+            f"\n3. Log throughput: one execution writing {log_size // MIB} MiB to stdout "
+            f"(100-byte lines), median of {len(lg['runs'])} run(s)"
+        )
+        v = lg["median_flush_1mib"]
+        for label, row in (("stored (default config)", m), ("  HODEI_LOG_FLUSH_BYTES=1MiB", v)):
+            print(
+                f"  {label:<29}{row['mb_s']:7.1f} MB/s  ({row['stored_bytes'] / MIB:.1f} MiB in "
+                f"{row['chunks']:.0f} chunks, {row['duration_s']:.2f} s, {row['xacts']:.0f} "
+                f"transactions; CPU agent {row['agent_cpu_s']:.2f} s, "
+                f"PostgreSQL {row['db_cpu_s']:.2f} s; VmHWM {row['vmhwm_mb']:.0f} MB)"
+            )
+        print(f"  baseline: `cmd > /dev/null`  {b['devnull_mb_s']:7.1f} MB/s")
+        print(f"  baseline: Python 64 KiB reader {b['python_reader_mb_s']:5.1f} MB/s")
+        print(f"  stored / Python reader = {m['mb_s'] / b['python_reader_mb_s']:.3f}")
+        print(
+            f"  agent peak RSS (VmHWM, default config) {m['vmhwm_mb']:.0f} MB "
+            f"(idle agent before the run: {m['vmhwm_idle_mb']:.0f} MB)"
+        )
+        print("  target: >= 50 MB/s stored, RSS < 100 MB")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()
