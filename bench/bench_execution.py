@@ -27,10 +27,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
+import benchlib
+from benchlib import ROOT, VENV_PY
+
 BENCH_VENV = ROOT / "var" / "bench-venv"
 BENCH_PY = BENCH_VENV / "bin" / "python"
 PROCRASTINATE_SCRIPT = ROOT / "bench" / "bench_procrastinate.py"
@@ -178,15 +180,8 @@ def stop_all() -> None:
             say(f"could not stop {proc.name}: {exc}")
 
 
-def hodei_env(**extra) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HODEI_", "DJANGO_")) and k not in ("DATABASE_URL",)
-    }
-    env.update(DATABASE_URL=DATABASE_URL, HODEI_DEV="1", PYTHONUNBUFFERED="1")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+hodei_env = partial(benchlib.hodei_env, DATABASE_URL)
+manage = partial(benchlib.manage, DATABASE_URL)
 
 
 def start_agent(name: str, concurrency: int, **extra_env) -> Proc:
@@ -206,19 +201,6 @@ def start_agent(name: str, concurrency: int, **extra_env) -> Proc:
         hodei_env(**extra_env),
         marker="hodei-agent registered",
     )
-
-
-def manage(*args, **extra_env) -> str:
-    out = subprocess.run(
-        [str(VENV_PY), "manage.py", *map(str, args)],
-        cwd=ROOT,
-        env=hodei_env(**extra_env),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode:
-        raise RuntimeError(f"manage.py {' '.join(map(str, args))} failed:\n{out.stderr}")
-    return out.stdout
 
 
 def procrastinate(*args) -> None:

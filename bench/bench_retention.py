@@ -33,10 +33,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
+import benchlib
+from benchlib import ROOT, VENV_PY
+
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 LOG_DIR = ROOT / "var" / "bench-logs"
 RESULTS_DIR = ROOT / "var" / "bench-results"
@@ -62,28 +64,8 @@ def in_project_venv() -> bool:
     return Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
 
 
-def hodei_env(**extra) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HODEI_", "DJANGO_", "PG")) and k != "DATABASE_URL"
-    }
-    env.update(DATABASE_URL=DATABASE_URL, HODEI_DEV="1", PYTHONUNBUFFERED="1")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def manage(*args, **extra_env) -> str:
-    out = subprocess.run(
-        [str(VENV_PY), "manage.py", *map(str, args)],
-        cwd=ROOT,
-        env=hodei_env(**extra_env),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode:
-        raise RuntimeError(f"manage.py {' '.join(map(str, args))} failed:\n{out.stderr}")
-    return out.stdout
+hodei_env = partial(benchlib.hodei_env, DATABASE_URL)
+manage = partial(benchlib.manage, DATABASE_URL)
 
 
 def connect(dbname: str = DB):
