@@ -9,11 +9,23 @@ OPERATOR_ACTIONS = {
     ("orchestrator", "job"): ("add", "change", "delete", "view"),
     ("scheduler", "schedule"): ("add", "change", "delete", "view"),
     ("scheduler", "schedulefire"): ("view",),
-    ("scheduler", "worker"): ("add", "change", "view"),
+    ("workermanager", "worker"): ("add", "change", "view"),
     ("workermanager", "managedworker"): ("add", "change", "view"),
     ("workermanager", "execution"): ("add", "change", "view"),
     ("workermanager", "executionlog"): ("view",),
 }
+
+
+def sync_roles_after_migrate(**_kwargs) -> None:
+    """After every ``migrate``: the roles follow this module (a permission added or a
+    model moved between apps needs no migration of its own)."""
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are created after each app's migrations; the roles need all of them.
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0)
+    sync_roles(apps)
 
 
 def sync_roles(apps) -> None:

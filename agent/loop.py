@@ -2,49 +2,49 @@
 control) that each return whether they did work, so tests can drive it step by step.
 
 One thread and one selector serve every running command: the selector waits on all
-command pipes, each command's pidfd (exit), the LISTEN connection (new work) and a
-self-pipe (signals)."""
+command pipes, each command's pidfd (exit), the transport's wake-up descriptor (new work,
+cancellations) and a self-pipe (signals). Everything the agent asks of the control plane
+goes through a transport (agent.transport): the database, or HTTP.
+
+Plain Python apart from the transport: an HTTP agent runs without Django."""
 
 import logging
 import os
 import selectors
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 
-from django.conf import settings
-from django.db import DatabaseError, connection
-
 from agent.output import OutputCapture
 from agent.process import CommandProcess, command_env
-from hodei import __version__
-from hodei.lib import clock
-from hodei.lib.listen import Listener
-from scheduler.choices import WorkerStatus
-from scheduler.models import Worker
-from scheduler.services import worker_register
-from telemetry import metrics
+from agent.transport import Assignment, Rejected, Transport, TransportError
 from telemetry.logs import register_secret
-from telemetry.tracing import continue_trace, start_span_in
-from workermanager import services as wm
-from workermanager.choices import ExecutionStatus, LogStream
-from workermanager.models import Execution
-from workermanager.notify import CANCEL_CHANNEL, CHANNEL
+from telemetry.tracing import start_span_in
 
 log = logging.getLogger("hodei.agent")
 
 CONTROL_SECONDS = 0.5
 READ_BYTES = 64 * 1024
 
+# How a run ended, as the agent reports it (workermanager.choices.WORKER_OUTCOMES).
+SUCCEEDED, FAILED, TIMED_OUT, CANCELLED = "succeeded", "failed", "timed_out", "cancelled"
+# Why the agent kills a run -> (what it reports, the error it gives). "stop" reports
+# nothing: the execution was settled elsewhere (declared lost, say).
+KILL_OUTCOMES = {
+    "timeout": (TIMED_OUT, ""),
+    "cancel": (CANCELLED, ""),
+    "shutdown": (CANCELLED, "The worker shut down."),
+    "stop": (None, ""),
+}
+
 
 @dataclass
 class Run:
-    execution: Execution
+    assignment: Assignment
     process: CommandProcess
     output: OutputCapture
     deadline: float | None
-    reason: str | None = None  # why we are killing it: timeout | cancel | lost | shutdown
+    reason: str | None = None  # why we are killing it: a key of KILL_OUTCOMES
     open_fds: set = field(default_factory=set)
     span: object = None  # the execution.run span, when tracing
 
@@ -63,39 +63,54 @@ class AgentConfig:
     log_flush_bytes: int = 64 * 1024
     log_flush_seconds: float = 0.2
     workdir_root: str | None = None
+    isolation: str = "none"
+
+    # field -> the environment variable that sets it (the control plane reads the same
+    # variables: both sides must agree on the heartbeat interval, for instance).
+    ENV = {
+        "heartbeat_seconds": "HODEI_HEARTBEAT_SECONDS",
+        "poll_seconds": "HODEI_POLL_SECONDS",
+        "kill_grace_seconds": "HODEI_KILL_GRACE_SECONDS",
+        "shutdown_grace_seconds": "HODEI_SHUTDOWN_GRACE_SECONDS",
+        "log_max_bytes": "HODEI_LOG_MAX_BYTES",
+        "log_flush_bytes": "HODEI_LOG_FLUSH_BYTES",
+        "log_flush_seconds": "HODEI_LOG_FLUSH_SECONDS",
+    }
 
     @classmethod
-    def from_settings(cls, **overrides) -> "AgentConfig":
-        base = dict(
-            heartbeat_seconds=settings.HODEI_HEARTBEAT_SECONDS,
-            poll_seconds=settings.HODEI_POLL_SECONDS,
-            kill_grace_seconds=settings.HODEI_KILL_GRACE_SECONDS,
-            shutdown_grace_seconds=settings.HODEI_SHUTDOWN_GRACE_SECONDS,
-            log_max_bytes=settings.HODEI_LOG_MAX_BYTES,
-            log_flush_bytes=settings.HODEI_LOG_FLUSH_BYTES,
-            log_flush_seconds=settings.HODEI_LOG_FLUSH_SECONDS,
-        )
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+    def from_env(cls, **given) -> "AgentConfig":
+        """Defaults, then the environment, then ``given`` (options not None)."""
+        values = {}
+        for name, variable in cls.ENV.items():
+            raw = os.environ.get(variable, "").strip()
+            if raw:
+                kind = type(cls.__dataclass_fields__[name].default)
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"{variable} must be a number, got {raw!r}") from None
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)
 
 
 class Agent:
-    def __init__(self, config: AgentConfig):
+    def __init__(self, config: AgentConfig, transport: Transport):
         self.config = config
-        self.worker: Worker | None = None
+        self.transport = transport
+        self.worker_id: str | None = None
+        self.name = config.name
         self.runs: dict = {}  # execution id -> Run
         self.selector = selectors.DefaultSelector()
-        self.listener = Listener([CHANNEL, CANCEL_CHANNEL])
+        self.wake_fd: int | None = None  # the transport's, while registered
         self.stopping_since: float | None = None
+        self.stop_reason = ""  # set when the control plane refused this agent
         self.wanted = True  # claim at once on start
         self.last_poll = 0.0
         self.last_heartbeat = 0.0
         self.last_control = 0.0
         self.is_draining = False
-        # Output taken from the commands but not yet stored: kept until an INSERT works.
+        # Output taken from the commands but not yet stored: kept until a store works.
         self.unstored: list = []
-        # Metrics are pushed with the heartbeat, not one upsert per execution.
-        metrics.buffer.batched = True
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -103,21 +118,29 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def register(self) -> Worker:
-        self.worker, _ = worker_register(
+    def register(self) -> str:
+        registration = self.transport.register(
             type=self.config.type,
             name=self.config.name,
             labels=self.config.labels,
             capacity=self.config.concurrency,
-            hostname=socket.gethostname(),
-            version=__version__,
-            pid=os.getpid(),
+            isolation=self.config.isolation,
         )
-        if self.listener.start():
-            self.selector.register(self.listener.fileno(), selectors.EVENT_READ, ("listen", None))
+        self.worker_id, self.name = registration.worker_id, registration.name
+        self._watch_transport()
         self.last_heartbeat = time.monotonic()
-        log.info("agent %s registered as worker %s", self.worker.name, self.worker.id)
-        return self.worker
+        log.info("agent %s registered as worker %s", self.name, self.worker_id)
+        return self.worker_id
+
+    def _watch_transport(self) -> None:
+        fd = self.transport.fileno()
+        if fd == self.wake_fd:
+            return
+        if self.wake_fd is not None:
+            self.selector.unregister(self.wake_fd)
+        if fd is not None:
+            self.selector.register(fd, selectors.EVENT_READ, ("transport", None))
+        self.wake_fd = fd
 
     def request_stop(self, *_args) -> None:
         """Signal-safe: stop claiming; running commands get the shutdown grace period."""
@@ -133,7 +156,7 @@ class Agent:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> None:
-        if self.worker is None:
+        if self.worker_id is None:
             self.register()
         failures = 0
         try:
@@ -142,15 +165,26 @@ class Agent:
                     if self.step():
                         break
                     failures = 0
-                except DatabaseError as exc:
-                    # The database is away: keep the commands running and their output
-                    # buffered, and try again with a growing pause.
+                except TransportError as exc:
+                    # The control plane is away: keep the commands running and their
+                    # output buffered, and try again with a growing pause.
                     failures += 1
-                    log.warning("database error in agent loop (%s); retrying", exc)
-                    connection.close()
+                    log.warning("control plane unreachable (%s); retrying", exc)
+                    self.transport.reset()
                     self.wait_io(timeout=min(0.1 * 2**failures, 5.0))
+                except Rejected as exc:
+                    self._refused(str(exc))
         finally:
             self.shutdown()
+
+    def _refused(self, reason: str) -> None:
+        """The control plane no longer accepts this agent: nothing it reports counts, so
+        stop its commands and exit."""
+        self.stop_reason = reason or "the control plane refused this agent"
+        log.error("agent %s stops: %s", self.name, self.stop_reason)
+        self.request_stop()
+        for run in self.runs.values():
+            self._kill(run, "stop")
 
     def step(self, timeout: float | None = None) -> bool:
         """One turn of the loop. Returns True once the agent has stopped."""
@@ -188,14 +222,20 @@ class Agent:
         while self.runs and time.monotonic() < deadline:
             self.wait_io(timeout=0.1)
             self.enforce_deadlines(now=time.monotonic())
-            self.settle_finished()
-        self.flush(now=time.monotonic(), final=True)
-        metrics.buffer.flush()
-        if self.worker is not None:
-            self.worker.refresh_from_db()
-            self.worker.go_offline(now=clock.now())
-            log.info("agent %s stopped", self.worker.name)
-        self.listener.close()
+            self._best_effort(self.settle_finished)
+        self._best_effort(lambda: self.flush(now=time.monotonic(), final=True))
+        if self.worker_id is not None and not self.stop_reason:
+            self._best_effort(self.transport.go_offline)
+            log.info("agent %s stopped", self.name)
+        self.transport.close()
+
+    def _best_effort(self, step) -> None:
+        """On the way out a control plane that is away (or refuses us) must not keep the
+        agent from ending its commands and exiting."""
+        try:
+            step()
+        except (TransportError, Rejected) as exc:
+            log.warning("while stopping: %s", exc)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -203,15 +243,11 @@ class Agent:
         if now - self.last_heartbeat < self.config.heartbeat_seconds:
             return False
         self.last_heartbeat = now
-        self.worker.refresh_from_db(fields=["status"])
-        self.is_draining = self.worker.status == WorkerStatus.DRAINING
-        self.worker.heartbeat(now=clock.now())
-        metrics.buffer.flush()
-        # Agents also reap dead peers, so a crashed agent's work is retried within a few
-        # heartbeats even between the qcluster's once-a-minute maintenance runs.
-        wm.worker_reap()
-        if not self.listener.alive and self.listener.start():
-            self.selector.register(self.listener.fileno(), selectors.EVENT_READ, ("listen", None))
+        reply = self.transport.heartbeat(running=[str(i) for i in self.runs])
+        self.is_draining = reply.draining
+        if reply.stop_reason:
+            self._refused(reply.stop_reason)
+        self._watch_transport()
         return True
 
     def control(self, *, now: float) -> bool:
@@ -224,19 +260,10 @@ class Agent:
         running_ids = [rid for rid, run in self.runs.items() if run.reason is None]
         if not running_ids:
             return False
-        rows = Execution.objects.filter(id__in=running_ids).values_list(
-            "id", "status", "cancel_requested"
-        )
-        killed = False
-        for execution_id, status, cancel_requested in rows:
-            run = self.runs[execution_id]
-            if status != ExecutionStatus.RUNNING:
-                self._kill(run, "lost")
-                killed = True
-            elif cancel_requested:
-                self._kill(run, "cancel")
-                killed = True
-        return killed
+        verdicts = self.transport.control(running=running_ids)
+        for execution_id, reason in verdicts.items():
+            self._kill(self.runs[execution_id], reason)
+        return bool(verdicts)
 
     def _free_slots(self) -> int:
         if self.stopping_since is not None or self.is_draining:
@@ -250,75 +277,59 @@ class Agent:
         if not self.wanted and now - self.last_poll < self.config.poll_seconds:
             return 0
         self.last_poll = now
-        claimed = Execution.claim(worker=self.worker, limit=free, now=clock.now())
+        claimed = self.transport.claim(limit=free)
         # Keep claiming while there was more work than room; otherwise wait to be woken.
         self.wanted = len(claimed) == free
-        for execution in claimed:
-            self._start(execution)
+        for assignment in claimed:
+            self._start(assignment)
         return len(claimed)
 
-    def _start(self, execution: Execution) -> None:
-        job = execution.job
-        secret_env = job.secret_env if job else {}
-        for value in secret_env.values():
+    def _start(self, assignment: Assignment) -> None:
+        secrets = list(assignment.secret_env.values())
+        for value in secrets:
             register_secret(value)
-        ids = self._log_ids(execution)
-        with continue_trace(
-            execution.trace_parent, "execution.claim", **{"hodei.worker": self.worker.name}
-        ):
-            pass
         output = OutputCapture(
             max_bytes=self.config.log_max_bytes,
             flush_bytes=self.config.log_flush_bytes,
             flush_seconds=self.config.log_flush_seconds,
-            secrets=list(secret_env.values()),
+            secrets=secrets,
         )
         try:
             process = CommandProcess(
-                command=execution.command,
-                type=execution.type,
-                env=command_env(
-                    execution=execution,
-                    job_env=job.env if job else {},
-                    secret_env=secret_env,
-                ),
+                command=assignment.command,
+                type=assignment.type,
+                env=command_env(assignment),
                 workdir_root=self.config.workdir_root,
             )
         except (OSError, ValueError) as exc:
             output.system(f"[hodei] could not start the command: {exc}")
-            self._store([(execution.id, c) for c in output.take(final=True)])
-            wm.execution_settle(
-                execution=execution,
-                worker=self.worker,
-                outcome=ExecutionStatus.FAILED,
-                error=f"Could not start the command: {exc}",
+            self._store([(assignment.id, c) for c in output.take(final=True)])
+            self.transport.settle(
+                execution_id=assignment.id,
+                status=FAILED,
                 exit_code=None,
+                error=f"Could not start the command: {exc}",
                 log_bytes=0,
                 log_truncated=False,
             )
             return
-        deadline = (
-            time.monotonic() + execution.timeout_seconds if execution.timeout_seconds else None
-        )
+        timeout = assignment.timeout_seconds
         run = Run(
-            execution=execution,
+            assignment=assignment,
             process=process,
             output=output,
-            deadline=deadline,
+            deadline=time.monotonic() + timeout if timeout else None,
             span=start_span_in(
-                execution.trace_parent, "execution.run", **{"hodei.pid": process.pid}
+                assignment.trace_parent, "execution.run", **{"hodei.pid": process.pid}
             ),
         )
-        log.info("execution started (pid %s)", process.pid, extra=ids)
-        for stream, pipe in (
-            (LogStream.STDOUT, process.popen.stdout),
-            (LogStream.STDERR, process.popen.stderr),
-        ):
+        log.info("execution started (pid %s)", process.pid, extra=self._log_ids(assignment))
+        for stream, pipe in (("stdout", process.popen.stdout), ("stderr", process.popen.stderr)):
             self.selector.register(pipe.fileno(), selectors.EVENT_READ, ("pipe", (run, stream)))
             run.open_fds.add(pipe.fileno())
         if process.pidfd is not None:
             self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", run))
-        self.runs[execution.id] = run
+        self.runs[assignment.id] = run
 
     def wait_io(self, *, timeout: float) -> bool:
         did = False
@@ -331,14 +342,13 @@ class Agent:
             elif kind == "exit":
                 self.selector.unregister(key.fd)
                 payload.process.poll()
-            elif kind == "listen":
-                for channel, _payload in self.listener.drain():
-                    if channel == CANCEL_CHANNEL:
-                        self.last_control = 0.0
-                    else:
-                        self.wanted = True
-                if not self.listener.alive:
-                    self.selector.unregister(key.fd)
+            elif kind == "transport":
+                kinds = self.transport.wakeups()
+                if "cancel" in kinds:
+                    self.last_control = 0.0
+                if "work" in kinds:
+                    self.wanted = True
+                self._watch_transport()
             elif kind == "wake":
                 try:
                     os.read(self._wake_r, 4096)
@@ -370,7 +380,7 @@ class Agent:
     def _kill(self, run: Run, reason: str) -> None:
         if run.reason is None:
             run.reason = reason
-            if reason in ("timeout", "cancel", "shutdown"):
+            if reason != "stop":
                 run.output.system(f"[hodei] stopping the command: {reason}")
         run.process.terminate()
 
@@ -378,17 +388,15 @@ class Agent:
         chunks = []
         for run in self.runs.values():
             if final or run.output.due(now=now):
-                chunks.extend((run.execution.id, c) for c in run.output.take(final=final, now=now))
+                chunks.extend((run.assignment.id, c) for c in run.output.take(final=final, now=now))
         self._store(chunks)
         return len(chunks)
 
     def _store(self, chunks: list) -> None:
-        """Store chunks in one INSERT, with any left over from a failed attempt first."""
+        """Store chunks at once, with any left over from a failed attempt first."""
         self.unstored.extend(chunks)
         if self.unstored:
-            wm.execution_logs_store(chunks=self.unstored)
-            stored = sum(len(chunk.message.encode()) for _, chunk in self.unstored)
-            metrics.inc("hodei_log_bytes_stored_total", stored)
+            self.transport.store_logs(self.unstored)
             self.unstored = []
 
     def settle_finished(self) -> int:
@@ -403,8 +411,7 @@ class Agent:
                 run.process.signal_group(signal.SIGKILL)
                 stdout_fd = run.process.popen.stdout.fileno()
                 for fd in list(run.open_fds):
-                    stream = LogStream.STDOUT if fd == stdout_fd else LogStream.STDERR
-                    self._read(run, stream, fd)
+                    self._read(run, "stdout" if fd == stdout_fd else "stderr", fd)
                 if run.open_fds:
                     continue
             done.append(run)
@@ -412,52 +419,49 @@ class Agent:
             self._settle(run)
         return len(done)
 
-    def _log_ids(self, execution: Execution) -> dict:
+    def _log_ids(self, assignment: Assignment) -> dict:
         return {
-            "execution_id": execution.id,
-            "job_id": execution.job_id,
-            "worker_id": self.worker.id if self.worker else None,
+            "execution_id": assignment.id,
+            "job_id": assignment.job_id or None,
+            "worker_id": self.worker_id,
         }
 
     def _settle(self, run: Run) -> None:
-        execution, code = run.execution, run.process.returncode
+        assignment, code = run.assignment, run.process.returncode
         # Every chunk is stored before the outcome: a reader that sees a finished
         # execution has seen all of its output.
-        self._store([(execution.id, c) for c in run.output.take(final=True)])
-        outcome, error = {
-            "timeout": (ExecutionStatus.TIMED_OUT, ""),
-            "cancel": (ExecutionStatus.CANCELLED, ""),
-            "shutdown": (ExecutionStatus.CANCELLED, "The worker shut down."),
-            "lost": (None, ""),
-        }.get(run.reason, (None, ""))
-        if outcome is None and run.reason is None:
-            outcome = ExecutionStatus.SUCCEEDED if code == 0 else ExecutionStatus.FAILED
+        self._store([(assignment.id, c) for c in run.output.take(final=True)])
+        if run.reason is None:
+            status, error = (SUCCEEDED if code == 0 else FAILED), ""
+        else:
+            status, error = KILL_OUTCOMES[run.reason]
         if run.span is not None:
             run.span.set_attribute("hodei.exit_code", -1 if code is None else code)
-            run.span.set_attribute("hodei.status", str(outcome or "lost"))
+            run.span.set_attribute("hodei.status", status or "settled elsewhere")
             run.span.end()
+            run.span = None
         log.info(
             "execution %s, exit code %s",
-            outcome or "lost (settled elsewhere)",
+            status or "settled elsewhere",
             code,
-            extra=self._log_ids(execution),
+            extra=self._log_ids(assignment),
         )
-        if outcome is not None:
-            wm.execution_settle(
-                execution=execution,
-                worker=self.worker,
-                outcome=outcome,
+        if status is not None:
+            self.transport.settle(
+                execution_id=assignment.id,
+                status=status,
                 exit_code=code,
                 error=error,
                 log_bytes=run.output.seen_bytes,
                 log_truncated=run.output.truncated,
             )
+        # Reported: only now may the run be forgotten (a failed report is retried).
         if run.process.pidfd is not None:
             try:
                 self.selector.unregister(run.process.pidfd)
             except KeyError:
                 pass
         run.process.close()
-        del self.runs[execution.id]
+        del self.runs[assignment.id]
         if self._free_slots():
             self.wanted = True

@@ -4,8 +4,8 @@ import codecs
 import time
 from dataclasses import dataclass, field
 
-from workermanager.choices import LogStream
-
+# workermanager.choices.LogStream's values (this module runs without Django).
+STDOUT, STDERR, SYSTEM = "stdout", "stderr", "system"
 SECRET_MASK = "********"
 
 
@@ -52,8 +52,8 @@ class OutputCapture:
         self.seen_bytes = 0
         self.truncated = False
         self._streams = {
-            LogStream.STDOUT: _StreamBuffer(LogStream.STDOUT),
-            LogStream.STDERR: _StreamBuffer(LogStream.STDERR),
+            STDOUT: _StreamBuffer(STDOUT),
+            STDERR: _StreamBuffer(STDERR),
         }
         self._ready: list[Chunk] = []
 
@@ -84,7 +84,7 @@ class OutputCapture:
         )
 
     def system(self, message: str) -> None:
-        self._ready.append(Chunk(self.next_seq, LogStream.SYSTEM, message + "\n", time.time()))
+        self._ready.append(Chunk(self.next_seq, SYSTEM, message + "\n", time.time()))
         self.next_seq += 1
 
     def due(self, *, now: float | None = None) -> bool:

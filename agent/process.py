@@ -20,16 +20,17 @@ INTERPRETERS = {
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
 
 
-def command_env(*, execution, job_env: dict, secret_env: dict) -> dict[str, str]:
+def command_env(assignment) -> dict[str, str]:
+    """The agent's basics, the execution's variables (its job's, with the run's
+    overrides), the job's secrets, and Hodei's own."""
     env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(job_env)
-    env.update(execution.env)
-    env.update(secret_env)
+    env.update(assignment.env)
+    env.update(assignment.secret_env)
     env.update(
-        HODEI_EXECUTION_ID=str(execution.id),
-        HODEI_JOB_ID=str(execution.job_id or ""),
-        HODEI_ATTEMPT=str(execution.attempt),
+        HODEI_EXECUTION_ID=assignment.id,
+        HODEI_JOB_ID=assignment.job_id,
+        HODEI_ATTEMPT=str(assignment.attempt),
     )
     return env
 

@@ -1,13 +1,35 @@
-"""Pieces the admin modules share: a paginator that never counts huge tables, badges."""
+"""Pieces every app's admin shares: a paginator that never counts huge tables, the status
+palette and its badges."""
 
 from django.core.paginator import Paginator
-from django.db import connection
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from hodei.dashboard import STATUS_COLOURS
-
 COUNT_LIMIT = 10_000
+
+# Status colours shared by every badge, the dashboard legend and its chart.
+STATUS_COLOURS = {
+    "queued": "#8a8f98",
+    "running": "#2f80ed",
+    "succeeded": "#27ae60",
+    "failed": "#eb5757",
+    "timed_out": "#f2994a",
+    "cancelled": "#9b51e0",
+    "lost": "#4f4f4f",
+    "pending": "#c4c8cf",
+    "skipped": "#c4c8cf",
+    "expired": "#a0522d",
+    # Managed workers and schedules reuse the palette.
+    "starting": "#8a8f98",
+    "stopping": "#f2994a",
+    "stopped": "#8a8f98",
+    "scheduled": "#2f80ed",
+    "paused": "#f2994a",
+    "completed": "#27ae60",
+    "online": "#27ae60",
+    "draining": "#f2994a",
+    "offline": "#8a8f98",
+}
 
 
 class CappedCountPaginator(Paginator):
@@ -22,19 +44,6 @@ class CappedCountPaginator(Paginator):
             return query.order_by()[: COUNT_LIMIT + 1].count()
         except (AttributeError, TypeError):
             return len(query)
-
-
-def estimated_rows(model) -> int | None:
-    """PostgreSQL's estimate of a table's rows (pg_class.reltuples), for headings."""
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [model._meta.db_table],
-        )
-        row = cursor.fetchone()
-    return row[0] if row and row[0] >= 0 else None
 
 
 def status_badge(status: str):

@@ -19,6 +19,11 @@ _service = os.environ.get("HODEI_SERVICE", "orchestrator")
 _var = Path(os.environ.get("HODEI_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus" / _service))
 
+# Gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): the
+# three services (and any other gunicorn of this user) would fight over it. One each.
+(_var / "run").mkdir(parents=True, exist_ok=True)
+control_socket = str(_var / "run" / f"gunicorn-{_service}.ctl")
+
 
 def on_starting(server):
     path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -42,6 +47,6 @@ def on_exit(server):
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
 
     django.setup()
-    from workermanager.services import managed_workers_stop_local
+    from workermanager.managed import managed_workers_stop_local
 
     managed_workers_stop_local()

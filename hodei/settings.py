@@ -15,6 +15,7 @@ from hodei.lib.env import (
     env_list,
     env_str,
     parse_database_url,
+    read_secret_file,
     sqlite_database,
 )
 
@@ -25,11 +26,14 @@ HODEI_VERSION = __version__
 HODEI_DEV = env_bool("HODEI_DEV", False)
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY") or ""
+# `make run` generates the key into var/secret_key; a new shell finds it there, so every
+# manage.py command works without exporting it.
+SECRET_KEY = env_str("SECRET_KEY") or read_secret_file(VAR_DIR / "secret_key")
 if not SECRET_KEY:
     if not HODEI_DEV:
         raise ImproperlyConfigured(
-            "SECRET_KEY is required (or set HODEI_DEV=1 for a local development setup)."
+            f"SECRET_KEY is required: set it, or run `make run` once to generate "
+            f"{VAR_DIR / 'secret_key'} (or set HODEI_DEV=1 for a local development setup)."
         )
     SECRET_KEY = "hodei-development-only-not-secret"
 
@@ -45,7 +49,7 @@ if HODEI_SERVICE not in HODEI_SERVICES:
 ROOT_URLCONF = f"hodei.urls.{HODEI_SERVICE}"
 
 INSTALLED_APPS = [
-    "hodei.apps.HodeiAdminConfig",
+    "console.apps.HodeiAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,6 +68,7 @@ INSTALLED_APPS = [
     "orchestrator",
     "workermanager",
     "telemetry",
+    "console",
 ]
 
 MIDDLEWARE = [

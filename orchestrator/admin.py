@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
@@ -8,9 +8,7 @@ from hodei.admin_tools import status_badge
 from hodei.exceptions import InvalidInput
 from orchestrator import services
 from orchestrator.choices import PipelineStatus
-from orchestrator.models import Job, Pipeline
-from workermanager.choices import Trigger
-from workermanager.services import execution_enqueue
+from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
 
 class JobInline(admin.TabularInline):
@@ -30,7 +28,7 @@ class PipelineAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     inlines = [JobInline]
     actions = ("archive_selected",)
-    fields = ("name", "description", "status", "metadata")
+    fields = PIPELINE_SETTINGS
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
@@ -74,22 +72,8 @@ class PipelineAdmin(admin.ModelAdmin):
 class JobAdminForm(forms.ModelForm):
     class Meta:
         model = Job
-        fields = [
-            "pipeline",
-            "name",
-            "description",
-            "command",
-            "type",
-            "worker_type",
-            "labels",
-            "env",
-            "timeout_seconds",
-            "max_retries",
-            "retry_delay_seconds",
-            "retry_backoff",
-            "max_lost_retries",
-            "depends_on",
-        ]
+        # Secret values are write-only: never a field that shows them.
+        fields = ["pipeline", *(f for f in JOB_SETTINGS if f != "secret_env"), "depends_on"]
 
     def clean(self):
         data = super().clean()
@@ -122,7 +106,6 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("name", "command", "pipeline__name")
     # Autocomplete, not a <select> of every job: the page stays light with 10^3+ jobs.
     autocomplete_fields = ("pipeline", "depends_on")
-    actions = ("run_now",)
     readonly_fields = ("status", "executions_link", "secret_env_masked")
     fieldsets = (
         (None, {"fields": ("pipeline", "name", "description", "status", "executions_link")}),
@@ -143,11 +126,26 @@ class JobAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Retention", {"fields": ("retention_days", "retention_count")}),
     )
+
+    change_form_template = "admin/orchestrator/job/change_form.html"
+    RECENT_EXECUTIONS = 10
 
     @admin.display(description="last status", ordering="status")
     def status_badge(self, obj):
         return status_badge(obj.status)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if job is not None:
+            # Reverse relations: the job page reads its executions and schedules without
+            # importing the apps that own them (they sit above this one).
+            extra["recent_executions"] = job.executions.order_by("-id")[: self.RECENT_EXECUTIONS]
+            extra["job_schedules"] = job.schedules.order_by("-id")
+            extra["can_run"] = request.user.has_perm("workermanager.add_execution")
+        return super().change_view(request, object_id, form_url, extra)
 
     @admin.display(description="secret env")
     def secret_env_masked(self, obj):
@@ -166,17 +164,3 @@ class JobAdmin(admin.ModelAdmin):
         depends_on = list(form.cleaned_data.pop("depends_on", []))
         super().save_related(request, form, formsets, change)
         services.job_update(job=form.instance, depends_on=depends_on)
-
-    @admin.action(description="Run now", permissions=["run"])
-    def run_now(self, request, queryset):
-        for job in queryset:
-            execution = execution_enqueue(job=job, trigger=Trigger.ADMIN)
-            url = reverse("admin:workermanager_execution_change", args=[execution.pk])
-            self.message_user(
-                request,
-                format_html('{}: execution <a href="{}">{}</a> queued', job, url, execution.pk),
-                messages.SUCCESS,
-            )
-
-    def has_run_permission(self, request):
-        return request.user.has_perm("workermanager.add_execution")

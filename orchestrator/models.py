@@ -7,6 +7,27 @@ from orchestrator.choices import CommandType, JobStatus, PipelineStatus
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
+# What a user sets on a pipeline and on a job, declared once: the services accept these,
+# the API's serializers and the admin's forms list them from here.
+PIPELINE_SETTINGS = ("name", "description", "status", "metadata")
+JOB_SETTINGS = (
+    "name",
+    "description",
+    "command",
+    "type",
+    "worker_type",
+    "labels",
+    "env",
+    "secret_env",
+    "timeout_seconds",
+    "max_retries",
+    "retry_delay_seconds",
+    "retry_backoff",
+    "max_lost_retries",
+    "retention_days",
+    "retention_count",
+)
+
 worker_type_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     "Use letters, digits, '.', '_' and '-', starting with a letter or digit.",
@@ -111,9 +132,3 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name or str(self.id)
-
-    def record_run_status(self, status: str) -> None:
-        """Mirror the status of this job's latest execution."""
-        if self.status != status:
-            self.status = status
-            Job.objects.filter(pk=self.pk).update(status=status)

@@ -2,26 +2,12 @@
 
 from django.db import transaction
 
-from hodei.exceptions import InvalidInput, NotFound
+from hodei.exceptions import Conflict, InvalidInput, NotFound
 from hodei.lib import clock
-from orchestrator.models import Job, Pipeline
+from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
-PIPELINE_FIELDS = {"name", "description", "status", "metadata"}
-JOB_FIELDS = {
-    "name",
-    "description",
-    "command",
-    "type",
-    "worker_type",
-    "labels",
-    "env",
-    "secret_env",
-    "timeout_seconds",
-    "max_retries",
-    "retry_delay_seconds",
-    "retry_backoff",
-    "max_lost_retries",
-}
+PIPELINE_FIELDS = set(PIPELINE_SETTINGS)
+JOB_FIELDS = set(JOB_SETTINGS)
 
 
 def pipeline_create(*, name: str, **fields) -> Pipeline:
@@ -83,6 +69,39 @@ def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Jo
     if depends_on is not None:
         _set_dependencies(job, depends_on)
     return job
+
+
+@transaction.atomic
+def job_delete(*, job: Job, cascade: bool = False) -> None:
+    """Delete a job. Its schedules would go with it: refused (409, naming them) unless
+    ``cascade``. Its executions stay, with their logs, as history without a job (they
+    go with retention)."""
+    _refuse_if_scheduled(Job.objects.filter(pk=job.pk), cascade=cascade, what="This job")
+    job.delete()
+
+
+@transaction.atomic
+def pipeline_delete(*, pipeline: Pipeline, cascade: bool = False) -> None:
+    """Delete a pipeline and its jobs; refused (409) while a job of it has schedules,
+    unless ``cascade``. Executions stay as history, as for a job."""
+    _refuse_if_scheduled(pipeline.jobs.all(), cascade=cascade, what="A job of this pipeline")
+    pipeline.delete()
+
+
+def _refuse_if_scheduled(jobs, *, cascade: bool, what: str) -> None:
+    if cascade:
+        return
+    schedules = [
+        f"{schedule.pk} ({schedule})"
+        for job in jobs.prefetch_related("schedules")
+        for schedule in job.schedules.all()
+    ]
+    if schedules:
+        raise Conflict(
+            f"{what} has schedules, which deleting would delete too: {', '.join(schedules)}. "
+            "Delete or re-point them first, or ask for it with ?cascade=true.",
+            fields={"schedules": schedules},
+        )
 
 
 def _lock_pipelines(pipeline_ids: set) -> None:

@@ -1,22 +1,22 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, OuterRef, Subquery
-from django.db.models.functions import Coalesce
 from django.http import JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from hodei.admin_tools import status_badge
+from hodei.exceptions import HodeiError, InvalidInput
 from hodei.lib import clock
-from hodei.templatetags.hodei import hodei_duration
 from scheduler import services
-from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
-from scheduler.models import Schedule, ScheduleFire, Worker
-from workermanager.choices import ExecutionStatus
-from workermanager.models import Execution
+from scheduler.cron import CronError, next_fire_times, validate_cron
+from scheduler.models import Schedule, ScheduleFire
 
 
 class ScheduleForm(forms.ModelForm):
+    enabled = forms.BooleanField(
+        required=False, initial=True, help_text="Unticked: paused, nothing fires."
+    )
+
     class Meta:
         model = Schedule
         fields = [
@@ -25,7 +25,6 @@ class ScheduleForm(forms.ModelForm):
             "cron",
             "timezone",
             "schedule_time",
-            "enabled",
             "overlap_policy",
             "misfire_policy",
         ]
@@ -34,21 +33,28 @@ class ScheduleForm(forms.ModelForm):
             "timezone": "IANA name, such as Europe/Madrid.",
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["enabled"].initial = self.instance.enabled
+
     def clean(self):
         data = super().clean()
-        cron, schedule_time = data.get("cron") or "", data.get("schedule_time")
-        if bool(cron) == (schedule_time is not None):
-            raise forms.ValidationError("Give exactly one of cron or schedule time.")
         try:
-            parse_timezone(data.get("timezone") or "UTC")
-        except CronError as exc:
-            self.add_error("timezone", str(exc))
-        if cron:
-            try:
-                data["cron"] = validate_cron(cron)
-            except CronError as exc:
-                self.add_error("cron", str(exc))
+            # The very check the API's service makes.
+            data["cron"] = services.validate_timing(
+                cron=data.get("cron") or "",
+                schedule_time=data.get("schedule_time"),
+                timezone=data.get("timezone") or "UTC",
+            )
+        except InvalidInput as exc:
+            for name, errors in (exc.fields or {}).items():
+                for error in errors:
+                    self.add_error(name if name in self.fields else None, error)
         return data
+
+    # The names the services take, in the order the form shows them.
+    SERVICE_FIELDS = (*Meta.fields, "enabled")
 
 
 HISTORY_ROWS = 20
@@ -100,7 +106,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         "last_run_at",
         "next_run_at",
     )
-    list_filter = ("status", "enabled", "overlap_policy", "misfire_policy")
+    list_filter = ("status", "overlap_policy", "misfire_policy")
     list_select_related = ("job",)
     search_fields = ("name", "cron", "job__name")
     raw_id_fields = ("job",)
@@ -128,7 +134,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         # and on a change only those changed, as a PATCH: saving an unchanged form must
         # not re-arm a completed one-off schedule or move a pending slot.
         names = [
-            name for name in ScheduleForm.Meta.fields if not change or name in form.changed_data
+            name for name in ScheduleForm.SERVICE_FIELDS if not change or name in form.changed_data
         ]
         data = {name: form.cleaned_data.get(name) for name in names}
         if "cron" in data:
@@ -170,15 +176,23 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable (resume) selected schedules", permissions=["change"])
     def enable_selected(self, request, queryset):
-        for schedule in queryset:
-            services.schedule_update(schedule=schedule, enabled=True)
-        self.message_user(request, f"{queryset.count()} schedule(s) enabled.")
+        self._apply(request, queryset, "enabled", enabled=True)
 
     @admin.action(description="Pause selected schedules", permissions=["change"])
     def pause_selected(self, request, queryset):
+        self._apply(request, queryset, "paused", enabled=False)
+
+    def _apply(self, request, queryset, verb: str, **change):
+        """The service's transition for each; one it does not apply to is reported."""
+        done = 0
         for schedule in queryset:
-            services.schedule_update(schedule=schedule, enabled=False)
-        self.message_user(request, f"{queryset.count()} schedule(s) paused.")
+            try:
+                services.schedule_update(schedule=schedule, **change)
+                done += 1
+            except HodeiError as exc:
+                self.message_user(request, f"{schedule}: {exc.message}", messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} schedule(s) {verb}.", messages.SUCCESS)
 
     @admin.action(description="Run selected schedules now", permissions=["change"])
     def run_now(self, request, queryset):
@@ -193,121 +207,3 @@ class ScheduleAdmin(admin.ModelAdmin):
             else:
                 outcome = fire.outcome if fire else "nothing to do"
                 self.message_user(request, f"{schedule}: {outcome}", messages.WARNING)
-
-
-class RunningExecutionInline(admin.TabularInline):
-    model = Execution
-    fk_name = "worker"
-    fields = ("id", "job", "command", "started_at")
-    readonly_fields = fields
-    can_delete = False
-    extra = 0
-    max_num = 0
-    verbose_name_plural = "Running executions"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .filter(status=ExecutionStatus.RUNNING)
-            .select_related("job")
-        )
-
-
-@admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "type",
-        "heartbeat",
-        "status_badge",
-        "labels",
-        "capacity",
-        "in_use",
-        "hostname",
-        "registered_at",
-    )
-    list_filter = ("status", "type")
-    search_fields = ("name", "hostname", "type")
-    actions = ("drain_selected", "undrain_selected")
-    inlines = [RunningExecutionInline]
-    readonly_fields = (
-        "name",
-        "type",
-        "status",
-        "labels",
-        "capacity",
-        "hostname",
-        "version",
-        "pid",
-        "registered_at",
-        "last_heartbeat_at",
-        "stopped_at",
-        "heartbeat",
-        "in_use",
-        "executions_link",
-    )
-
-    def get_queryset(self, request):
-        # A subquery on the partial index of running executions; a Count over the join
-        # would read every execution each worker ever ran.
-        running = (
-            Execution.objects.filter(worker=OuterRef("pk"), status=ExecutionStatus.RUNNING)
-            .order_by()
-            .values("worker")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(running_count=Coalesce(Subquery(running), 0))
-
-    def has_add_permission(self, request):
-        return False  # agents register themselves
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj):
-        return status_badge(obj.status)
-
-    @admin.display(description="in use")
-    def in_use(self, obj):
-        return f"{getattr(obj, 'running_count', 0)} / {obj.capacity}"
-
-    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
-    def heartbeat(self, obj):
-        if obj.last_heartbeat_at is None:
-            return "never"
-        now = clock.now()
-        age = now - obj.last_heartbeat_at
-        state = obj.liveness(now=now)
-        return format_html(
-            '<span class="hodei-heartbeat-{}">{} ago ({})</span>', state, hodei_duration(age), state
-        )
-
-    @admin.display(description="executions")
-    def executions_link(self, obj):
-        url = reverse("admin:workermanager_execution_changelist") + f"?worker__id__exact={obj.pk}"
-        return format_html('<a href="{}">all executions of this worker</a>', url)
-
-    @admin.action(description="Drain: stop taking new work, finish current", permissions=["change"])
-    def drain_selected(self, request, queryset):
-        self._apply(request, queryset, Worker.drain, "draining")
-
-    @admin.action(description="Undo drain", permissions=["change"])
-    def undrain_selected(self, request, queryset):
-        self._apply(request, queryset, Worker.undrain, "taking work again")
-
-    def _apply(self, request, queryset, method, verb):
-        """Apply the model's transition; a worker it does not apply to is reported."""
-        done = 0
-        for worker in queryset:
-            before = worker.status
-            method(worker)
-            if worker.status != before:
-                done += 1
-            else:
-                message = f"{worker.name} is {worker.status}: unchanged."
-                self.message_user(request, message, messages.WARNING)
-        if done:
-            self.message_user(request, f"{done} worker(s) {verb}.", messages.SUCCESS)

@@ -18,15 +18,6 @@ class MisfirePolicy(models.TextChoices):
     RUN_ONCE = "run_once"
 
 
-class WorkerStatus(models.TextChoices):
-    ONLINE = "online"
-    DRAINING = "draining"
-    OFFLINE = "offline"
-
-
-LIVE_WORKER_STATUSES = frozenset({WorkerStatus.ONLINE, WorkerStatus.DRAINING})
-
-
 class FireOutcome(models.TextChoices):
     """What became of one schedule slot."""
 

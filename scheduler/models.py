@@ -1,19 +1,13 @@
-from datetime import timedelta
+from datetime import datetime
 
-from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
-from orchestrator.models import worker_type_validator
-from scheduler.choices import (
-    FireOutcome,
-    MisfirePolicy,
-    OverlapPolicy,
-    ScheduleStatus,
-    WorkerStatus,
-)
+from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
+
+St = ScheduleStatus
 
 
 class Schedule(models.Model):
@@ -26,9 +20,11 @@ class Schedule(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     schedule_time = models.DateTimeField(null=True, blank=True)
     status = models.CharField(
-        max_length=16, choices=ScheduleStatus.choices, default=ScheduleStatus.SCHEDULED
+        max_length=16,
+        choices=ScheduleStatus.choices,
+        default=St.SCHEDULED,
+        help_text="scheduled (fires), paused (does not), completed (a one-off that fired).",
     )
-    enabled = models.BooleanField(default=True)
     overlap_policy = models.CharField(
         max_length=16, choices=OverlapPolicy.choices, default=OverlapPolicy.FORBID
     )
@@ -61,33 +57,58 @@ class Schedule(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.enabled and self.status == ScheduleStatus.SCHEDULED
+        return self.status == St.SCHEDULED
 
-    def pause(self, *, now) -> None:
-        self.enabled = False
-        if self.status == ScheduleStatus.SCHEDULED:
-            self.status = ScheduleStatus.PAUSED
-        self.next_run_at = None
-        self.updated_at = now
-        self.save(update_fields=["enabled", "status", "next_run_at", "updated_at"])
+    @property
+    def enabled(self) -> bool:
+        """The API's switch: anything but paused (a completed one-off is not paused)."""
+        return self.status != St.PAUSED
 
-    def resume(self, *, next_run_at, now) -> None:
-        """Back to scheduled from the next slot on: slots missed while paused never fire."""
-        self.enabled = True
-        if self.status == ScheduleStatus.PAUSED:
-            self.status = ScheduleStatus.SCHEDULED
-        self.next_run_at = next_run_at if self.status == ScheduleStatus.SCHEDULED else None
-        self.updated_at = now
-        self.save(update_fields=["enabled", "status", "next_run_at", "updated_at"])
+    def pause(self, *, now: datetime) -> None:
+        """scheduled -> paused: no slot fires until it is resumed."""
+        self._move({St.SCHEDULED, St.PAUSED}, St.PAUSED, next_run_at=None, updated_at=now)
 
-    def advance(self, *, fired_slot, next_run_at, now) -> None:
+    def resume(self, *, next_run_at: datetime | None, now: datetime) -> None:
+        """paused -> scheduled, from the next slot on: slots missed while paused never fire."""
+        self._move({St.PAUSED, St.SCHEDULED}, St.SCHEDULED, next_run_at=next_run_at, updated_at=now)
+
+    def advance(self, *, fired_slot: datetime, next_run_at: datetime | None, now) -> None:
         """Record that ``fired_slot`` was handled; a one-off schedule is then completed."""
-        self.last_run_at = fired_slot
-        self.next_run_at = next_run_at
-        if next_run_at is None and self.schedule_time is not None:
-            self.status = ScheduleStatus.COMPLETED
-        self.updated_at = now
-        self.save(update_fields=["last_run_at", "next_run_at", "status", "updated_at"])
+        target = St.COMPLETED if next_run_at is None and self.schedule_time else St.SCHEDULED
+        self._move(
+            {St.SCHEDULED},
+            target,
+            last_run_at=fired_slot,
+            next_run_at=next_run_at,
+            updated_at=now,
+        )
+
+    def rearm(self, *, next_run_at: datetime | None, now: datetime) -> None:
+        """A new timing: a completed one-off with a new time is scheduled again; a paused
+        schedule stays paused (and has no next run)."""
+        target = St.PAUSED if self.status == St.PAUSED else St.SCHEDULED
+        self._move(
+            set(St),
+            target,
+            next_run_at=next_run_at if target == St.SCHEDULED else None,
+            updated_at=now,
+        )
+
+    def _move(self, allowed: set, target: str, **fields) -> None:
+        """Callers hold the row lock (``select_for_update``), so the check is current."""
+        if self.status not in allowed:
+            raise InvalidTransition(
+                f"Schedule is {self.status}; it cannot become {target}."
+                + (
+                    " Give it a new schedule_time to run it again."
+                    if self.status == St.COMPLETED
+                    else ""
+                )
+            )
+        self.status = target
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.save(update_fields=["status", *fields])
 
 
 class ScheduleFire(models.Model):
@@ -125,73 +146,3 @@ class ScheduleFire(models.Model):
     @property
     def lag_ms(self) -> int:
         return int((self.fired_at - self.slot_at).total_seconds() * 1000)
-
-
-class Worker(models.Model):
-    """An agent that can run work, as it registered itself; kept alive by heartbeats."""
-
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    name = models.CharField(max_length=200, unique=True)
-    type = models.CharField(max_length=64, validators=[worker_type_validator])
-    labels = models.JSONField(default=dict, blank=True)
-    capacity = models.PositiveIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)]
-    )
-    hostname = models.CharField(max_length=255, blank=True, default="")
-    version = models.CharField(max_length=64, blank=True, default="")
-    pid = models.PositiveIntegerField(null=True, blank=True)
-    status = models.CharField(
-        max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.ONLINE
-    )
-    registered_at = models.DateTimeField(default=clock.now)
-    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
-        indexes = [
-            models.Index(fields=["status", "last_heartbeat_at"], name="worker_status_idx"),
-            models.Index(fields=["type", "-id"], name="worker_type_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def liveness(self, *, now) -> str:
-        """online, draining, stale (not offline, but its heartbeat is more than two
-        intervals old) or offline: what the admin, the dashboard and /metrics show."""
-        if self.status == WorkerStatus.OFFLINE:
-            return "offline"
-        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
-        if self.last_heartbeat_at is None or now - self.last_heartbeat_at > stale_after:
-            return "stale"
-        return self.status
-
-    def heartbeat(self, *, now=None) -> None:
-        """Record that the worker is alive; an offline worker comes back online.
-
-        A draining worker stays draining: a heartbeat must not undo an operator's drain."""
-        now = now or clock.now()
-        self.last_heartbeat_at = now
-        fields = ["last_heartbeat_at"]
-        if self.status == WorkerStatus.OFFLINE:
-            self.status = WorkerStatus.ONLINE
-            self.stopped_at = None
-            fields += ["status", "stopped_at"]
-        self.save(update_fields=fields)
-
-    def go_offline(self, *, now=None) -> None:
-        if self.status != WorkerStatus.OFFLINE:
-            self.status = WorkerStatus.OFFLINE
-            self.stopped_at = now or clock.now()
-            self.save(update_fields=["status", "stopped_at"])
-
-    def drain(self) -> None:
-        if self.status == WorkerStatus.ONLINE:
-            self.status = WorkerStatus.DRAINING
-            self.save(update_fields=["status"])
-
-    def undrain(self) -> None:
-        if self.status == WorkerStatus.DRAINING:
-            self.status = WorkerStatus.ONLINE
-            self.save(update_fields=["status"])

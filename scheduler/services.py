@@ -7,7 +7,6 @@ and misfire policies, history), queues the execution, and points the django-q2 r
 the following slot. django-q2 runs the firing; Hodei decides the times (cron in the
 schedule's timezone with its DST rules). See docs/scheduling.md."""
 
-import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,17 +15,10 @@ from django_q.models import Schedule as EngineSchedule
 
 from hodei.exceptions import InvalidInput
 from hodei.lib import clock
-from hodei.lib.ids import uuid7
 from orchestrator.models import Job
-from scheduler.choices import (
-    FireOutcome,
-    MisfirePolicy,
-    OverlapPolicy,
-    ScheduleStatus,
-    WorkerStatus,
-)
+from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
-from scheduler.models import Schedule, ScheduleFire, Worker
+from scheduler.models import Schedule, ScheduleFire
 from telemetry import metrics
 from workermanager.choices import ACTIVE, Trigger
 from workermanager.models import Execution
@@ -47,7 +39,7 @@ def schedule_upcoming(
     schedule: Schedule, *, count: int = UPCOMING_COUNT, now=None
 ) -> list[datetime]:
     """The next fire times of an active schedule, as aware UTC datetimes."""
-    if schedule.status != ScheduleStatus.SCHEDULED or not schedule.enabled:
+    if not schedule.is_active:
         return []
     now = now or clock.now()
     if schedule.cron:
@@ -58,7 +50,10 @@ def schedule_upcoming(
     return []
 
 
-def _check_timing(*, cron: str, schedule_time, timezone: str) -> str:
+def validate_timing(*, cron: str, schedule_time, timezone: str) -> str:
+    """Exactly one of ``cron`` and ``schedule_time``, a valid cron expression and an IANA
+    timezone; returns the normalised cron. Raises InvalidInput naming each bad field (the
+    API answers 400 with it, the admin's form shows it on the fields)."""
     errors: dict[str, list[str]] = {}
     if bool(cron) == (schedule_time is not None):
         errors["cron"] = ["Give exactly one of cron or schedule_time."]
@@ -88,7 +83,7 @@ def schedule_create(
     overlap_policy: str = Schedule._meta.get_field("overlap_policy").default,
     misfire_policy: str = Schedule._meta.get_field("misfire_policy").default,
 ) -> Schedule:
-    cron = _check_timing(cron=cron, schedule_time=schedule_time, timezone=timezone)
+    cron = validate_timing(cron=cron, schedule_time=schedule_time, timezone=timezone)
     now = clock.now()
     schedule = Schedule(
         job=job,
@@ -96,7 +91,6 @@ def schedule_create(
         schedule_time=schedule_time,
         timezone=timezone,
         name=name,
-        enabled=enabled,
         status=ScheduleStatus.SCHEDULED if enabled else ScheduleStatus.PAUSED,
         overlap_policy=overlap_policy,
         misfire_policy=misfire_policy,
@@ -111,44 +105,41 @@ def schedule_create(
     return schedule
 
 
-TIMING_FIELDS = {"cron", "timezone", "schedule_time"}
-SCHEDULE_FIELDS = TIMING_FIELDS | {"name", "enabled", "overlap_policy", "misfire_policy", "job"}
+TIMING_FIELDS = ("cron", "timezone", "schedule_time")
+PLAIN_FIELDS = ("name", "overlap_policy", "misfire_policy", "job")
 
 
 @transaction.atomic
-def schedule_update(*, schedule: Schedule, **fields) -> Schedule:
+def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields) -> Schedule:
     """Change a schedule: pause or resume it (``enabled``), or change its timing, after
     which the next fire times are computed afresh from now (no burst of old slots)."""
-    unknown = set(fields) - SCHEDULE_FIELDS
+    unknown = set(fields) - set(TIMING_FIELDS) - set(PLAIN_FIELDS)
     if unknown:
         raise TypeError(f"Unknown fields: {sorted(unknown)}")
+    # Locked: a firing of this schedule (which also locks it) waits for the change.
     schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
     now = clock.now()
-    timing = {k: fields.pop(k) for k in TIMING_FIELDS & set(fields)}
+    timing = {k: fields[k] for k in TIMING_FIELDS if k in fields}
     if timing:
         merged = {k: timing.get(k, getattr(schedule, k)) for k in TIMING_FIELDS}
-        if "cron" in timing and timing["cron"] and "schedule_time" not in timing:
+        # Giving one kind of timing replaces the other.
+        if timing.get("cron") and "schedule_time" not in timing:
             merged["schedule_time"] = None
         if timing.get("schedule_time") is not None and "cron" not in timing:
             merged["cron"] = ""
-        merged["cron"] = _check_timing(**merged)
-        for name, value in merged.items():
-            setattr(schedule, name, value)
-        if schedule.status == ScheduleStatus.COMPLETED and merged["schedule_time"] is None:
-            schedule.status = ScheduleStatus.SCHEDULED
-        if "schedule_time" in timing and schedule.schedule_time is not None:
-            schedule.last_run_at = None
-            if schedule.status == ScheduleStatus.COMPLETED:
-                schedule.status = ScheduleStatus.SCHEDULED
-    enabled = fields.pop("enabled", None)
+        merged["cron"] = validate_timing(**merged)
+        fields.update(merged)
+        if merged["schedule_time"] is not None and "schedule_time" in timing:
+            fields["last_run_at"] = None  # a new one-off time: it has not fired yet
     for name, value in fields.items():
         setattr(schedule, name, value)
     schedule.updated_at = now
     schedule.save()
+    if timing:
+        schedule.rearm(next_run_at=_next_slot(schedule, after=now), now=now)
     if enabled is False:
         schedule.pause(now=now)
-    elif enabled is True or (timing and schedule.enabled):
-        schedule.enabled = True
+    elif enabled is True:
         schedule.resume(next_run_at=_next_slot(schedule, after=now), now=now)
     _sync_engine(schedule)
     return schedule
@@ -332,7 +323,7 @@ def schedules_resync(*, now: datetime | None = None) -> int:
     now = now or clock.now()
     stale = 0
     overdue = Schedule.objects.filter(
-        status=ScheduleStatus.SCHEDULED, enabled=True, next_run_at__lt=now - timedelta(seconds=60)
+        status=ScheduleStatus.SCHEDULED, next_run_at__lt=now - timedelta(seconds=60)
     )
     for schedule in overdue.only("id"):
         row = EngineSchedule.objects.filter(name=ENGINE_PREFIX + str(schedule.pk)).first()
@@ -340,38 +331,3 @@ def schedules_resync(*, now: datetime | None = None) -> int:
             schedule_fire(schedule_id=schedule.pk)
             stale += 1
     return stale
-
-
-def worker_register(
-    *,
-    type: str,
-    name: str = "",
-    labels: dict | None = None,
-    capacity: int = 1,
-    hostname: str = "",
-    version: str = "",
-    pid: int | None = None,
-) -> tuple[Worker, bool]:
-    """Register a worker, or re-register the one of the same name (an agent restarted
-    under its name keeps its row and history). Returns (worker, created)."""
-    now = clock.now()
-    name = name or f"{type}-{uuid7().hex[-12:]}"
-    values = {
-        "type": type,
-        "labels": labels or {},
-        "capacity": capacity,
-        "hostname": hostname or socket.gethostname(),
-        "version": version,
-        "pid": pid,
-        "status": WorkerStatus.ONLINE,
-        "registered_at": now,
-        "last_heartbeat_at": now,
-        "stopped_at": None,
-    }
-    try:
-        with transaction.atomic():
-            worker, created = Worker.objects.update_or_create(name=name, defaults=values)
-    except IntegrityError:
-        # Two registrations of one name raced; the other one created the row.
-        worker, created = Worker.objects.update_or_create(name=name, defaults=values)[0], False
-    return worker, created

@@ -39,6 +39,7 @@ def setup_tracing(service: str, *, exporter=None) -> bool:
         return False
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -56,6 +57,8 @@ def setup_tracing(service: str, *, exporter=None) -> bool:
     trace.set_tracer_provider(provider)
     DjangoInstrumentor().instrument()
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
+    # The embedded SQLite database of `make run` is traced the same way.
+    SQLite3Instrumentor().instrument()
     _configured = True
     return True
 

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import token_create
 from agent.loop import Agent, AgentConfig
+from agent.transport_db import DatabaseTransport
 from hodei.lib.env import database_url_from_settings
 from telemetry import metrics
 from tests.factories import UserFactory
@@ -95,7 +96,7 @@ def make_agent(db, tmp_path):
             workdir_root=str(tmp_path),
         )
         options.update(overrides)
-        agent = Agent(AgentConfig(**options))
+        agent = Agent(AgentConfig(**options), DatabaseTransport())
         agent.register()
         agents.append(agent)
         return agent

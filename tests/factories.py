@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 
 from hodei.lib import clock
 from orchestrator.models import Job, Pipeline
-from scheduler.models import Schedule, ScheduleFire, Worker
-from workermanager.models import Execution, ExecutionLog, ManagedWorker
+from scheduler.models import Schedule, ScheduleFire
+from workermanager.models import Execution, ExecutionLog, ManagedWorker, Worker
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -182,3 +182,11 @@ def admin_form_data(response, **overrides) -> dict:
 def messages_of(response) -> list[str]:
     """The texts of the messages shown on a (followed) admin response."""
     return [str(m) for m in response.context["messages"]]
+
+
+def start(execution: Execution, *, worker: Worker, now: datetime) -> Execution:
+    """Test set-up: ``execution`` running on ``worker`` since ``now`` (the claim's
+    transition, for one chosen execution at a chosen time)."""
+    fields = Execution._start_fields(execution, worker=worker, now=now)
+    assert execution._transition("running", **fields)
+    return execution

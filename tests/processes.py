@@ -1,8 +1,10 @@
 """Helpers for tests that run Hodei's processes for real."""
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,9 @@ def free_port() -> int:
 
 
 def start_agent(env: dict, *, name: str, type: str = "default", concurrency: int = 1, extra=()):
-    """Start ``manage.py runworker`` and wait until it has registered."""
+    """Start ``manage.py runworker`` and wait until it has registered (its log says so).
+    Its log goes to a temporary file: ``proc.log_path``."""
+    fd, log_name = tempfile.mkstemp(prefix=f"agent-{name}-", suffix=".log")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -34,14 +38,18 @@ def start_agent(env: dict, *, name: str, type: str = "default", concurrency: int
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        stdout=fd,
+        stderr=subprocess.STDOUT,
     )
-    line = proc.stdout.readline()
-    if "registered" not in line:
-        proc.kill()
-        raise AssertionError(f"agent {name} did not start: {line!r}")
+    os.close(fd)
+    proc.log_path = Path(log_name)
+    deadline = time.monotonic() + 20
+    while "registered as worker" not in proc.log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tail = proc.log_path.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"agent {name} did not start: {tail}")
+        time.sleep(0.02)
     return proc
 
 
@@ -72,6 +80,7 @@ def start_service(env: dict, service: str) -> tuple[subprocess.Popen, str]:
             "4",
             "--graceful-timeout",
             "5",
+            "--no-control-socket",
         ],
         cwd=ROOT,
         env={**env, "HODEI_SERVICE": service},

@@ -173,7 +173,15 @@ def gunicorn(service: str, database_url: str):
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
-        [str(GUNICORN), "hodei.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "1"],
+        [
+            str(GUNICORN),
+            "hodei.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--no-control-socket",
+        ],
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,

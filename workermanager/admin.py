@@ -1,30 +1,22 @@
 import uuid
 
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from hodei.admin_tools import CappedCountPaginator, status_badge
-from hodei.dashboard import STATUS_COLOURS
+from hodei.admin_tools import STATUS_COLOURS, CappedCountPaginator, status_badge
 from hodei.exceptions import HodeiError
+from hodei.lib import clock
+from hodei.lib.lookup import id_prefix_range
+from hodei.templatetags.hodei import hodei_duration
 from orchestrator.models import Job
-from scheduler.models import Worker
-from workermanager import services
-from workermanager.choices import MANAGED_LIVE, TERMINAL, ManagedWorkerStatus, Trigger
-from workermanager.models import Execution, ManagedWorker
-
-TAIL_PAGE = 500
-
-
-def _id_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """The UUIDs that start with ``term`` (8+ hex digits, dashes allowed), or None."""
-    digits = term.replace("-", "").lower()
-    if not 8 <= len(digits) < 32 or any(c not in "0123456789abcdef" for c in digits):
-        return None
-    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+from workermanager import managed, selectors, services
+from workermanager.choices import ACTIVE, MANAGED_LIVE, ExecutionStatus, Trigger
+from workermanager.models import Execution, ManagedWorker, Worker
 
 
 class OperatePermissionMixin:
@@ -168,7 +160,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             return queryset.filter(id=uuid.UUID(term)), False
         except ValueError:
             pass
-        bounds = _id_prefix_range(term)
+        bounds = id_prefix_range(term)
         if bounds is not None:
             # The short ids the list shows: a range on the primary key.
             return queryset.filter(id__gte=bounds[0], id__lte=bounds[1]), False
@@ -252,6 +244,11 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
                 self.admin_site.admin_view(self.operate_view),
                 name=f"{prefix}_operate",
             ),
+            path(
+                "run-job/<uuid:job_id>/",
+                self.admin_site.admin_view(self.run_job_view),
+                name=f"{prefix}_run_job",
+            ),
             *super().get_urls(),
         ]
 
@@ -259,14 +256,13 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         execution = self.get_object(request, object_id)
         extra = {}
         if execution is not None:
-            chunks = list(execution.logs.order_by("seq")[:TAIL_PAGE])
-            is_terminal = execution.status in TERMINAL
+            # A long log shows its first page here; the poller fetches the rest.
+            page = selectors.execution_log_page(execution)
             extra = {
-                "log_chunks": chunks,
-                "log_next_offset": chunks[-1].seq + 1 if chunks else 0,
-                "is_terminal": is_terminal,
-                # A long log shows its first page here; the poller fetches the rest.
-                "log_complete": is_terminal and len(chunks) < TAIL_PAGE,
+                "log_chunks": page.chunks,
+                "log_next_offset": page.next_offset,
+                "is_terminal": execution.status not in ACTIVE,
+                "log_complete": page.complete,
                 "can_operate": self.has_operate_permission(request),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
@@ -280,8 +276,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             offset = max(0, int(request.GET.get("offset", 0)))
         except ValueError:
             offset = 0
-        done = execution.status in TERMINAL
-        chunks = list(execution.logs.filter(seq__gte=offset).order_by("seq")[:TAIL_PAGE])
+        page = selectors.execution_log_page(execution, offset=offset)
         return JsonResponse(
             {
                 "status": execution.status,
@@ -289,9 +284,9 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
                 "exit_code": execution.exit_code,
                 "duration": self.duration(execution),
                 "error": execution.error,
-                "chunks": [{"stream": c.stream, "message": c.message} for c in chunks],
-                "next_offset": chunks[-1].seq + 1 if chunks else offset,
-                "complete": done and len(chunks) < TAIL_PAGE,
+                "chunks": [{"stream": c.stream, "message": c.message} for c in page.chunks],
+                "next_offset": page.next_offset,
+                "complete": page.complete,
             }
         )
 
@@ -314,6 +309,23 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             self.message_user(request, exc.message, messages.WARNING)
             target = execution
         return redirect("admin:workermanager_execution_change", target.pk)
+
+    def run_job_view(self, request, job_id):
+        """Run now (the job page's button): queue an execution of the job and go to it,
+        to watch its log."""
+        if request.method != "POST" or not self.has_run_permission(request):
+            raise Http404
+        job = get_object_or_404(Job, pk=job_id)
+        try:
+            execution = services.execution_enqueue(job=job, trigger=Trigger.ADMIN)
+        except HodeiError as exc:
+            self.message_user(request, exc.message, messages.WARNING)
+            return redirect("admin:orchestrator_job_change", job.pk)
+        self.message_user(request, f"{job}: execution queued.", messages.SUCCESS)
+        return redirect("admin:workermanager_execution_change", execution.pk)
+
+    def has_run_permission(self, request) -> bool:
+        return request.user.has_perm("workermanager.add_execution")
 
     @staticmethod
     def _uuid_or_404(value):
@@ -377,46 +389,160 @@ class ManagedWorkerAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("workermanager.change_managedworker")
 
-    def changelist_view(self, request, extra_context=None):
-        # Show the truth: a worker whose process died is not running.
-        live = ManagedWorker.objects.filter(status__in=MANAGED_LIVE).select_related("worker")
-        for managed in live:
-            services.managed_worker_refresh(managed=managed)
-        return super().changelist_view(request, extra_context)
+    def add_view(self, request, form_url="", extra_context=None):
+        """Start the worker through the provider, as the API does, and outside the
+        admin's transaction: a rollback must never forget the row of an agent that
+        runs. (The admin wraps its own add view in one.)"""
+        if request.method == "POST" and self.has_add_permission(request):
+            form = self.get_form(request)(request.POST)
+            if form.is_valid():
+                return self._start(request, form.cleaned_data)
+        return super().add_view(request, form_url, extra_context)
+
+    def _start(self, request, data: dict):
+        try:
+            started = managed.managed_worker_start(
+                type=data["type"], concurrency=data["concurrency"], labels=data["labels"] or {}
+            )
+        except managed.WorkerStartFailed as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect("admin:workermanager_managedworker_changelist")
+        message = f"Worker {started.name} started (pid {started.pid})."
+        self.message_user(request, message, messages.SUCCESS)
+        return redirect("admin:workermanager_managedworker_change", started.pk)
 
     def save_model(self, request, obj, form, change):
-        """Start the worker through the provider, as the API does."""
-        try:
-            started = services.managed_worker_start(
-                type=obj.type, concurrency=obj.concurrency, labels=obj.labels or {}
-            )
-            message = f"Worker {started.name} started (pid {started.pid})."
-            self.message_user(request, message, messages.SUCCESS)
-        except services.WorkerStartFailed as exc:
-            started = exc.managed
-            self.message_user(request, exc.message, messages.ERROR)
-        obj.pk = started.pk
-        obj.__dict__.update({k: v for k, v in started.__dict__.items() if not k.startswith("_")})
-
-    def response_add(self, request, obj, post_url_continue=None):
-        if obj.status == ManagedWorkerStatus.FAILED:
-            # save_model said why; not also "added successfully".
-            return redirect("admin:workermanager_managedworker_changelist")
-        return super().response_add(request, obj, post_url_continue)
+        raise RuntimeError("managed workers are started by add_view, never saved by the form")
 
     @admin.action(description="Stop selected workers", permissions=["operate"])
     def stop_selected(self, request, queryset):
         stopped = 0
-        for managed in queryset.select_related("worker"):
-            if managed.status not in MANAGED_LIVE:
+        for row in queryset:
+            if row.status not in MANAGED_LIVE:
                 # The service would accept it harmlessly; say that nothing was done.
-                message = f"{managed.name} is already {managed.status}."
+                message = f"{row.name} is already {row.status}."
                 self.message_user(request, message, messages.WARNING)
                 continue
             try:
-                services.managed_worker_stop(managed=managed)
+                managed.managed_worker_stop(managed=row)
                 stopped += 1
             except HodeiError as exc:
-                self.message_user(request, f"{managed.name}: {exc.message}", messages.WARNING)
+                self.message_user(request, f"{row.name}: {exc.message}", messages.WARNING)
         if stopped:
             self.message_user(request, f"{stopped} worker(s) stopped.", messages.SUCCESS)
+
+
+class RunningExecutionInline(admin.TabularInline):
+    model = Execution
+    fk_name = "worker"
+    fields = ("id", "job", "command", "started_at")
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+    max_num = 0
+    verbose_name_plural = "Running executions"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .filter(status=ExecutionStatus.RUNNING)
+            .select_related("job")
+        )
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "type",
+        "heartbeat",
+        "status_badge",
+        "labels",
+        "capacity",
+        "in_use",
+        "hostname",
+        "registered_at",
+    )
+    list_filter = ("status", "type")
+    search_fields = ("name", "hostname", "type")
+    actions = ("drain_selected", "undrain_selected")
+    inlines = [RunningExecutionInline]
+    readonly_fields = (
+        "name",
+        "type",
+        "status",
+        "labels",
+        "capacity",
+        "hostname",
+        "version",
+        "pid",
+        "registered_at",
+        "last_heartbeat_at",
+        "stopped_at",
+        "heartbeat",
+        "in_use",
+        "executions_link",
+    )
+
+    def get_queryset(self, request):
+        # A subquery on the partial index of running executions; a Count over the join
+        # would read every execution each worker ever ran.
+        running = (
+            Execution.objects.filter(worker=OuterRef("pk"), status=ExecutionStatus.RUNNING)
+            .order_by()
+            .values("worker")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(running_count=Coalesce(Subquery(running), 0))
+
+    def has_add_permission(self, request):
+        return False  # agents register themselves
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_badge(obj.status)
+
+    @admin.display(description="in use")
+    def in_use(self, obj):
+        return f"{getattr(obj, 'running_count', 0)} / {obj.capacity}"
+
+    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
+    def heartbeat(self, obj):
+        if obj.last_heartbeat_at is None:
+            return "never"
+        now = clock.now()
+        age = now - obj.last_heartbeat_at
+        state = obj.liveness(now=now)
+        return format_html(
+            '<span class="hodei-heartbeat-{}">{} ago ({})</span>', state, hodei_duration(age), state
+        )
+
+    @admin.display(description="executions")
+    def executions_link(self, obj):
+        url = reverse("admin:workermanager_execution_changelist") + f"?worker__id__exact={obj.pk}"
+        return format_html('<a href="{}">all executions of this worker</a>', url)
+
+    @admin.action(description="Drain: stop taking new work, finish current", permissions=["change"])
+    def drain_selected(self, request, queryset):
+        self._apply(request, queryset, Worker.drain, "draining")
+
+    @admin.action(description="Undo drain", permissions=["change"])
+    def undrain_selected(self, request, queryset):
+        self._apply(request, queryset, Worker.undrain, "taking work again")
+
+    def _apply(self, request, queryset, method, verb):
+        """Apply the model's transition; a worker it does not apply to is reported."""
+        done = 0
+        for worker in queryset:
+            try:
+                method(worker)
+                done += 1
+            except HodeiError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} worker(s) {verb}.", messages.SUCCESS)

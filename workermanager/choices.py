@@ -1,28 +1,47 @@
+"""Statuses of executions, workers and managed workers, and the moves between them.
+
+An execution's state machine is the table ``SOURCES`` below: a new state or a new move is
+an edit here (and, for a move a worker reports, in ``WORKER_OUTCOMES``)."""
+
 from django.db import models
 
 
 class ExecutionStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for its upstream jobs in a pipeline run
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
-    LOST = "lost"
+    LOST = "lost"  # its worker stopped heartbeating
+    SKIPPED = "skipped"  # an upstream job of its pipeline run failed
+    EXPIRED = "expired"  # no worker took it in time
 
 
-ACTIVE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
-TERMINAL = frozenset(
-    {
-        ExecutionStatus.SUCCEEDED,
-        ExecutionStatus.FAILED,
-        ExecutionStatus.TIMED_OUT,
-        ExecutionStatus.CANCELLED,
-        ExecutionStatus.LOST,
-    }
-)
+S = ExecutionStatus
+
+# target state -> the states it may be reached from. Every transition is a conditional
+# UPDATE ... WHERE status IN SOURCES[target]: of two racing reporters, one wins.
+SOURCES: dict[str, frozenset] = {
+    S.QUEUED: frozenset({S.PENDING}),
+    S.RUNNING: frozenset({S.QUEUED}),
+    S.SUCCEEDED: frozenset({S.RUNNING}),
+    S.FAILED: frozenset({S.RUNNING}),
+    S.TIMED_OUT: frozenset({S.RUNNING}),
+    S.CANCELLED: frozenset({S.PENDING, S.QUEUED, S.RUNNING}),
+    S.LOST: frozenset({S.RUNNING}),
+    S.SKIPPED: frozenset({S.PENDING}),
+    S.EXPIRED: frozenset({S.QUEUED}),
+}
+
+WAITING = frozenset({S.PENDING, S.QUEUED})
+ACTIVE = frozenset({S.PENDING, S.QUEUED, S.RUNNING})
+TERMINAL = frozenset(ExecutionStatus) - ACTIVE
+# What a worker may report about an execution it ran.
+WORKER_OUTCOMES = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED})
 # Outcomes that the job's retry policy retries automatically.
-RETRYABLE = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
+RETRYABLE = frozenset({S.FAILED, S.TIMED_OUT})
 
 
 class Trigger(models.TextChoices):
@@ -31,12 +50,30 @@ class Trigger(models.TextChoices):
     RETRY = "retry"
     ADMIN = "admin"
     CLI = "cli"
+    PIPELINE = "pipeline"
 
 
 class LogStream(models.TextChoices):
     STDOUT = "stdout"
     STDERR = "stderr"
     SYSTEM = "system"
+
+
+class WorkerStatus(models.TextChoices):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class Isolation(models.TextChoices):
+    """How an agent runs commands: each in a sandbox (bubblewrap), or as plain processes
+    of the agent's own user (explicit, and flagged wherever workers are shown)."""
+
+    SANDBOX = "sandbox"
+    NONE = "none"
+
+
+LIVE_WORKER_STATUSES = frozenset({WorkerStatus.ONLINE, WorkerStatus.DRAINING})
 
 
 class ManagedWorkerStatus(models.TextChoices):

@@ -1,31 +1,64 @@
 """Follow an execution's log from the terminal until it ends (``execute --follow``,
-``tail``): the same offset protocol as the logs API, read straight from the database."""
+``tail``): the same pages as the logs API (workermanager.selectors), read straight from
+the database."""
 
+import re
 import time
 from collections.abc import Callable
 
-from workermanager.choices import TERMINAL
+from workermanager.choices import LogStream
 from workermanager.models import Execution
+from workermanager.selectors import execution_log_page
 
 POLL_SECONDS = 0.2
+
+# A command's output may carry any terminal control sequence: titles (OSC), screen
+# clears, cursor moves, even sequences some terminals answer to. Only SGR (colours,
+# bold: ESC [ ... m) is passed to a terminal; everything else is removed.
+_CSI = re.compile(r"\x1b\[([0-9;?]*)([@-~])")
+_OSC = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+_OTHER_ESCAPE = re.compile(r"\x1b[@-Z\\-_]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def terminal_safe(text: str, *, colours: bool) -> str:
+    """``text`` without control sequences other than colours (none at all unless
+    ``colours``) and without other control characters (tabs and newlines stay)."""
+    text = _OSC.sub("", text)
+    text = _CSI.sub(lambda m: m.group(0) if colours and m.group(2) == "m" else "", text)
+    text = _OTHER_ESCAPE.sub("", text)
+    return _CONTROL.sub("", text)
 
 
 def follow(execution: Execution, *, emit: Callable[[str, str], None]) -> Execution:
     """Call ``emit(stream, text)`` for each chunk in order until the execution ends."""
     offset = 0
     while True:
-        execution.refresh_from_db(fields=["status", "exit_code", "error"])
-        # Status first: once it is terminal, every chunk is already stored.
-        done = execution.status in TERMINAL
-        chunks = list(execution.logs.filter(seq__gte=offset).order_by("seq")[:1000])
-        for chunk in chunks:
+        page = execution_log_page(execution, offset=offset)
+        for chunk in page.chunks:
             emit(chunk.stream, chunk.message)
-        if chunks:
-            offset = chunks[-1].seq + 1
-        if done and len(chunks) < 1000:
+        offset = page.next_offset
+        if page.complete:
             return execution
-        if not chunks:
+        if not page.chunks:
             time.sleep(POLL_SECONDS)
+
+
+def follow_and_report(command, execution: Execution) -> Execution:
+    """Follow ``execution`` on a management command's stdout/stderr, then say how it
+    ended on stderr."""
+
+    def emit(stream: str, text: str) -> None:
+        target = command.stderr if stream == LogStream.STDERR else command.stdout
+        target.write(terminal_safe(text, colours=target.isatty()), ending="")
+        target.flush()
+
+    execution = follow(execution, emit=emit)
+    suffix = f" ({execution.error})" if execution.error else ""
+    command.stderr.write(
+        f"execution {execution.id} {execution.status}, exit code {execution.exit_code}{suffix}"
+    )
+    return execution
 
 
 def exit_status(execution: Execution) -> int:

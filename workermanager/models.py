@@ -1,23 +1,122 @@
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, worker_type_validator
-from telemetry import metrics
 from workermanager.choices import (
-    TERMINAL,
+    SOURCES,
+    WORKER_OUTCOMES,
     ExecutionStatus,
+    Isolation,
     LogStream,
     ManagedWorkerStatus,
     Trigger,
+    WorkerStatus,
 )
 
 S = ExecutionStatus
+M = ManagedWorkerStatus
+
+
+class Worker(models.Model):
+    """An agent that can run work, as it registered itself; kept alive by heartbeats.
+
+    Its table keeps the name it had when the scheduler app owned it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=64, validators=[worker_type_validator])
+    labels = models.JSONField(default=dict, blank=True)
+    capacity = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)]
+    )
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    version = models.CharField(max_length=64, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=WorkerStatus.choices, default=WorkerStatus.ONLINE
+    )
+    isolation = models.CharField(
+        max_length=16,
+        choices=Isolation.choices,
+        default=Isolation.NONE,
+        help_text="How its commands are isolated from it and from each other.",
+    )
+    registered_at = models.DateTimeField(default=clock.now)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "scheduler_worker"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "last_heartbeat_at"], name="worker_status_idx"),
+            models.Index(fields=["type", "-id"], name="worker_type_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def liveness(self, *, now) -> str:
+        """online, draining, stale (not offline, but its heartbeat is more than two
+        intervals old) or offline: what the admin, the dashboard and /metrics show."""
+        if self.status == WorkerStatus.OFFLINE:
+            return "offline"
+        stale_after = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2)
+        if self.last_heartbeat_at is None or now - self.last_heartbeat_at > stale_after:
+            return "stale"
+        return self.status
+
+    def heartbeat(self, *, now: datetime) -> None:
+        """Record that the worker is alive; an offline worker comes back online.
+
+        A draining worker stays draining: a heartbeat must not undo an operator's drain."""
+        self.last_heartbeat_at = now
+        fields = ["last_heartbeat_at"]
+        if self.status == WorkerStatus.OFFLINE:
+            self.status = WorkerStatus.ONLINE
+            self.stopped_at = None
+            fields += ["status", "stopped_at"]
+        self.save(update_fields=fields)
+
+    def go_offline(self, *, now: datetime) -> bool:
+        """Any state -> offline; False (and nothing written) if it was offline already."""
+        changed = (
+            Worker.objects.filter(pk=self.pk)
+            .exclude(status=WorkerStatus.OFFLINE)
+            .update(status=WorkerStatus.OFFLINE, stopped_at=now)
+        )
+        self.refresh_from_db(fields=["status", "stopped_at"])
+        return changed == 1
+
+    def drain(self) -> None:
+        """online -> draining: it finishes its work and takes no more."""
+        self._move(WorkerStatus.ONLINE, WorkerStatus.DRAINING, "only an online worker can drain")
+
+    def undrain(self) -> None:
+        """draining -> online."""
+        self._move(WorkerStatus.DRAINING, WorkerStatus.ONLINE, "only a draining worker can undrain")
+
+    def _move(self, source: str, target: str, rule: str) -> None:
+        if not Worker.objects.filter(pk=self.pk, status=source).update(status=target):
+            self.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"Worker {self.name} is {self.status}; {rule}.")
+        self.status = target
+
+
+# managed worker target state -> the states it may be reached from
+MANAGED_SOURCES = {
+    M.RUNNING: {M.STARTING},
+    M.FAILED: {M.STARTING, M.RUNNING},
+    M.STOPPING: {M.STARTING, M.RUNNING},
+    M.STOPPED: {M.STARTING, M.RUNNING, M.STOPPING},
+}
 
 
 class ManagedWorker(models.Model):
@@ -32,12 +131,12 @@ class ManagedWorker(models.Model):
     labels = models.JSONField(default=dict, blank=True)
     provider = models.CharField(max_length=32, default="local")
     status = models.CharField(
-        max_length=16, choices=ManagedWorkerStatus.choices, default=ManagedWorkerStatus.STARTING
+        max_length=16, choices=ManagedWorkerStatus.choices, default=M.STARTING
     )
     pid = models.PositiveIntegerField(null=True, blank=True)
     host = models.CharField(max_length=255, blank=True, default="")
     worker = models.ForeignKey(
-        "scheduler.Worker",
+        Worker,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -56,55 +155,39 @@ class ManagedWorker(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def mark_running(self, *, pid: int, host: str, worker, now: datetime) -> None:
-        self._move({ManagedWorkerStatus.STARTING}, ManagedWorkerStatus.RUNNING)
-        self.pid, self.host, self.worker, self.started_at = pid, host, worker, now
-        self.save(update_fields=["status", "pid", "host", "worker", "started_at"])
+    def mark_running(self, *, worker: Worker, now: datetime) -> None:
+        self._move(M.RUNNING, worker=worker, started_at=now)
 
     def mark_failed(self, *, reason: str, now: datetime) -> None:
-        self._move(
-            {ManagedWorkerStatus.STARTING, ManagedWorkerStatus.RUNNING}, ManagedWorkerStatus.FAILED
-        )
-        self.failure_reason, self.stopped_at = reason, now
-        self.save(update_fields=["status", "failure_reason", "stopped_at"])
+        self._move(M.FAILED, failure_reason=reason[:2000], stopped_at=now)
 
     def mark_stopping(self) -> None:
-        self._move(
-            {ManagedWorkerStatus.STARTING, ManagedWorkerStatus.RUNNING},
-            ManagedWorkerStatus.STOPPING,
-        )
-        self.save(update_fields=["status"])
+        self._move(M.STOPPING)
 
-    def mark_stopped(self, *, now: datetime, reason: str = "") -> None:
-        self._move(
-            {
-                ManagedWorkerStatus.STARTING,
-                ManagedWorkerStatus.RUNNING,
-                ManagedWorkerStatus.STOPPING,
-            },
-            ManagedWorkerStatus.STOPPED,
-        )
-        self.stopped_at = now
-        fields = ["status", "stopped_at"]
-        if reason:
-            self.failure_reason = reason
-            fields.append("failure_reason")
-        self.save(update_fields=fields)
+    def mark_stopped(self, *, now: datetime) -> None:
+        self._move(M.STOPPED, stopped_at=now)
 
-    def _move(self, allowed: set, target: str) -> None:
-        if self.status not in allowed:
+    def _move(self, target: str, **fields) -> None:
+        """A conditional UPDATE, as for executions: of a reconciler and a stop racing for
+        the same row, one wins and the other is told."""
+        rows = ManagedWorker.objects.filter(pk=self.pk, status__in=MANAGED_SOURCES[target])
+        if not rows.update(status=target, **fields):
+            self.refresh_from_db()
             raise InvalidTransition(f"Managed worker is {self.status}; cannot become {target}.")
         self.status = target
+        for name, value in fields.items():
+            setattr(self, name, value)
 
 
 class Execution(models.Model):
     """One attempt at running a command. A retry is a new Execution (``attempt`` + 1,
     ``retry_of`` the previous one), so every attempt keeps its own log.
 
-    Transitions are conditional UPDATEs (``WHERE status IN ...``) whose row count is
-    checked, so two racing reporters (a worker and the reaper, an API cancel and a
-    finishing worker) can never both win, and a late report changes nothing.
-    """
+    Transitions are conditional UPDATEs (``WHERE status IN SOURCES[target]``, see
+    choices.py) whose row count is checked, so two racing reporters (a worker and the
+    reaper, an API cancel and a finishing worker) can never both win, and a late report
+    changes nothing. Only ``workermanager.services`` calls them: it applies the side
+    effects of every transition in one place."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     job = models.ForeignKey(
@@ -131,7 +214,7 @@ class Execution(models.Model):
         blank=True, default="", help_text="Why it failed, if not by exit code."
     )
     worker = models.ForeignKey(
-        "scheduler.Worker",
+        Worker,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -206,172 +289,146 @@ class Execution(models.Model):
 
     @property
     def duration_ms(self) -> int | None:
-        if self.started_at is None:
+        if self.started_at is None or self.finished_at is None:
             return None
-        end = self.finished_at
-        if end is None:
-            return None
-        return int((end - self.started_at).total_seconds() * 1000)
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    # -- transitions -------------------------------------------------------------
+    # -- transitions (called by workermanager.services only) ----------------------
 
     @classmethod
-    def claim(cls, *, worker, limit: int, now: datetime) -> list["Execution"]:
+    def claim(cls, *, worker: Worker, limit: int, now: datetime) -> list["Execution"]:
         """queued -> running for up to ``limit`` executions that ``worker`` may run
-        (its type, or any type), oldest first, in one short transaction.
+        (its type, or any type), oldest first.
 
-        FOR UPDATE SKIP LOCKED: concurrent claimers lock disjoint rows and never wait on
-        each other, so no execution is claimed twice. On SQLite the IMMEDIATE transaction
+        On PostgreSQL one statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+        LOCKED) RETURNING. Concurrent claimers lock disjoint rows and never wait on each
+        other, so no execution is claimed twice. On SQLite the IMMEDIATE transaction
         serialises claimers instead."""
+        if connection.vendor == "postgresql":
+            return cls._claim_in_one_statement(worker=worker, limit=limit, now=now)
         with transaction.atomic():
-            rows = list(
-                cls.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(status=S.QUEUED, available_at__lte=now)
+            ids = list(
+                cls.objects.filter(status=S.QUEUED, available_at__lte=now)
                 .filter(models.Q(worker_type="") | models.Q(worker_type=worker.type))
-                .select_related("job")
-                .order_by("id")[:limit]
+                .order_by("id")
+                .values_list("id", flat=True)[:limit]
             )
+            rows = list(cls.objects.filter(id__in=ids).order_by("id"))
             for row in rows:
-                row.status = S.RUNNING
-                row.worker = worker
-                row.started_at = now
-                if row.timeout_seconds:
-                    row.deadline_at = now + timedelta(seconds=row.timeout_seconds)
-            if rows:
-                cls.objects.bulk_update(rows, ["status", "worker", "started_at", "deadline_at"])
-                for row in rows:
-                    if row.job_id:
-                        row._mirror_status_to_job()
-                    metrics.execution_claimed(row)
+                row._transition(S.RUNNING, **cls._start_fields(row, worker=worker, now=now))
         return rows
 
-    def _transition(self, allowed: set, target: str, *, extra_filter=None, **fields) -> bool:
-        """Move to ``target`` if the row is still in one of ``allowed``; returns whether
+    @staticmethod
+    def _start_fields(row: "Execution", *, worker: Worker, now: datetime) -> dict:
+        deadline = now + timedelta(seconds=row.timeout_seconds) if row.timeout_seconds else None
+        return {"worker": worker, "started_at": now, "deadline_at": deadline}
+
+    @classmethod
+    def _claim_in_one_statement(cls, *, worker, limit, now) -> list["Execution"]:
+        table = cls._meta.db_table
+        columns = [f.column for f in cls._meta.concrete_fields]
+        sql = f"""
+            UPDATE {table} SET status = %s, worker_id = %s, started_at = %s,
+                deadline_at = %s + timeout_seconds * interval '1 second'
+            WHERE id IN (
+                SELECT id FROM {table}
+                WHERE status = %s AND available_at <= %s AND worker_type IN ('', %s)
+                ORDER BY id LIMIT %s
+                FOR UPDATE SKIP LOCKED)
+            RETURNING {", ".join(columns)}"""
+        params = [S.RUNNING, worker.pk, now, now, S.QUEUED, now, worker.type, limit]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        fields = cls._meta.concrete_fields
+        names = [f.attname for f in fields]
+        # A raw cursor returns database values (JSON as text): convert them as the ORM does.
+        converters = [
+            (i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")
+        ]
+        claimed = []
+        for row in rows:
+            values = list(row)
+            for i, convert in converters:
+                values[i] = convert(values[i], None, connection)
+            claimed.append(cls.from_db(connection.alias, names, values))
+        claimed.sort(key=lambda e: e.id)
+        return claimed
+
+    def settle(
+        self,
+        *,
+        status: str,
+        now: datetime,
+        worker: Worker | None = None,
+        exit_code: int | None = None,
+        error: str = "",
+        log_bytes: int | None = None,
+        log_truncated: bool | None = None,
+    ) -> bool:
+        """running -> how it ended (one of WORKER_OUTCOMES). With ``worker``, only if that
+        worker holds it. Returns False, changing nothing, when the execution was settled
+        meanwhile (a late report from a lost worker)."""
+        if status not in WORKER_OUTCOMES:
+            raise ValueError(f"{status!r} is not how a run ends")
+        if status == S.TIMED_OUT and not error:
+            error = f"Timed out after {self.timeout_seconds} s."
+        fields = {"exit_code": exit_code, "error": error[:2000], "finished_at": now}
+        if log_bytes is not None:
+            fields["log_bytes"] = log_bytes
+        if log_truncated is not None:
+            fields["log_truncated"] = log_truncated
+        by_worker = {"worker": worker} if worker is not None else {}
+        return self._transition(status, only_if=by_worker, **fields)
+
+    def lose(self, *, now: datetime, reason: str) -> bool:
+        """running -> lost: its worker stopped heartbeating."""
+        return self._transition(S.LOST, error=reason[:2000], finished_at=now)
+
+    def release(self) -> bool:
+        """pending -> queued: its upstream jobs are done."""
+        return self._transition(S.QUEUED, available_at=clock.now())
+
+    def skip(self, *, now: datetime, reason: str) -> bool:
+        """pending -> skipped: an upstream job failed."""
+        return self._transition(S.SKIPPED, error=reason[:2000], finished_at=now)
+
+    def expire(self, *, now: datetime, reason: str) -> bool:
+        """queued -> expired: no worker took it in time."""
+        return self._transition(S.EXPIRED, error=reason[:2000], finished_at=now)
+
+    def cancel(self, *, now: datetime) -> bool:
+        """Cancel: one that has not started ends at once (True); a running one is flagged
+        and its worker kills it within a second (False). Refused (409) once it has
+        finished."""
+        if self._transition(
+            S.CANCELLED,
+            only_if={"status__in": {S.PENDING, S.QUEUED}},
+            cancel_requested=True,
+            finished_at=now,
+        ):
+            return True
+        if self.status == S.RUNNING:
+            if Execution.objects.filter(pk=self.pk, status=S.RUNNING).update(cancel_requested=True):
+                self.cancel_requested = True
+                return False
+            self.refresh_from_db()
+        raise InvalidTransition(f"Execution is already {self.status}; it cannot be cancelled.")
+
+    def _transition(self, target: str, *, only_if: dict | None = None, **fields) -> bool:
+        """Move to ``target`` if the row is still in one of its SOURCES; returns whether
         this call made the move. The in-memory object is refreshed either way."""
-        rows = Execution.objects.filter(pk=self.pk, status__in=allowed)
-        if extra_filter:
-            rows = rows.filter(**extra_filter)
+        rows = Execution.objects.filter(pk=self.pk, status__in=SOURCES[target])
+        if only_if:
+            rows = rows.filter(**only_if)
         changed = rows.update(status=target, **fields) == 1
         if changed:
             self.status = target
             for name, value in fields.items():
                 setattr(self, name, value)
-            if self.job_id:
-                self._mirror_status_to_job()
-            if target in TERMINAL:
-                metrics.execution_finished(self)
         else:
             self.refresh_from_db()
         return changed
-
-    def _mirror_status_to_job(self) -> None:
-        from orchestrator.models import Job
-
-        # Only the job's newest execution speaks for it (ids sort by creation).
-        newer = Execution.objects.filter(job_id=self.job_id, id__gt=self.id)
-        Job.objects.filter(pk=self.job_id).exclude(models.Exists(newer)).update(status=self.status)
-
-    def start(self, *, worker, now: datetime) -> None:
-        """queued -> running, claimed by ``worker``."""
-        deadline = now + timedelta(seconds=self.timeout_seconds) if self.timeout_seconds else None
-        if not self._transition(
-            {S.QUEUED}, S.RUNNING, worker=worker, started_at=now, deadline_at=deadline
-        ):
-            raise InvalidTransition(f"Execution is {self.status}; only a queued one can start.")
-        metrics.execution_claimed(self)
-
-    def finish(self, *, exit_code: int, now: datetime, worker=None, **log_stats) -> bool:
-        """running -> succeeded (exit 0) or failed. Returns False, changing nothing, when
-        the execution was settled meanwhile (a late report from a lost worker)."""
-        target = S.SUCCEEDED if exit_code == 0 else S.FAILED
-        return self._transition(
-            {S.RUNNING},
-            target,
-            extra_filter=_by_worker(worker),
-            exit_code=exit_code,
-            finished_at=now,
-            **_log_stats(log_stats),
-        )
-
-    def fail(
-        self, *, error: str, now: datetime, exit_code: int | None = None, worker=None, **log_stats
-    ) -> bool:
-        """running -> failed for a reason other than the exit code (it could not start,
-        or the control plane gave up on it)."""
-        return self._transition(
-            {S.RUNNING},
-            S.FAILED,
-            extra_filter=_by_worker(worker),
-            error=error[:2000],
-            exit_code=exit_code,
-            finished_at=now,
-            **_log_stats(log_stats),
-        )
-
-    def time_out(
-        self, *, now: datetime, exit_code: int | None = None, worker=None, **log_stats
-    ) -> bool:
-        return self._transition(
-            {S.RUNNING},
-            S.TIMED_OUT,
-            extra_filter=_by_worker(worker),
-            exit_code=exit_code,
-            error=f"Timed out after {self.timeout_seconds} s.",
-            finished_at=now,
-            **_log_stats(log_stats),
-        )
-
-    def confirm_cancelled(
-        self,
-        *,
-        now: datetime,
-        exit_code: int | None = None,
-        worker=None,
-        error: str = "",
-        **log_stats,
-    ) -> bool:
-        """running -> cancelled, reported by the worker once the process group is gone."""
-        return self._transition(
-            {S.RUNNING},
-            S.CANCELLED,
-            extra_filter=_by_worker(worker),
-            exit_code=exit_code,
-            error=error,
-            finished_at=now,
-            **_log_stats(log_stats),
-        )
-
-    def lose(self, *, now: datetime, reason: str) -> bool:
-        """running -> lost: its worker stopped heartbeating."""
-        return self._transition({S.RUNNING}, S.LOST, error=reason[:2000], finished_at=now)
-
-    def request_cancel(self, *, now: datetime) -> None:
-        """Cancel: a queued execution ends at once; a running one is flagged and its worker
-        kills it within a second. Refused (409) once the execution has finished."""
-        if self._transition({S.QUEUED}, S.CANCELLED, cancel_requested=True, finished_at=now):
-            return
-        if self.status == S.RUNNING:
-            if Execution.objects.filter(pk=self.pk, status=S.RUNNING).update(cancel_requested=True):
-                self.cancel_requested = True
-                return
-            self.refresh_from_db()
-        raise InvalidTransition(f"Execution is already {self.status}; it cannot be cancelled.")
-
-
-def _log_stats(stats: dict) -> dict:
-    unknown = set(stats) - {"log_bytes", "log_truncated"}
-    if unknown:
-        raise TypeError(f"Unknown fields {sorted(unknown)}")
-    return stats
-
-
-def _by_worker(worker) -> dict:
-    # A report counts only from the worker that holds the execution.
-    return {"worker": worker} if worker is not None else {}
 
 
 class ExecutionLog(models.Model):

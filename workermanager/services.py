@@ -1,24 +1,27 @@
-"""Workflows on executions: queueing, retrying, settling reports from workers."""
+"""The execution lifecycle: every way an execution is created or changes state.
 
-import socket
-import time
+Each function here changes state through one of the model's transitions (conditional
+UPDATEs, see ``Execution``), applies the job's retry policy where a run ended, and then
+calls ``_changed``: the one place where the side effects of a state change happen, for
+every transition (the job's status mirror, metrics, and the hooks of higher layers such
+as pipeline runs and events). Nothing else calls the transitions."""
+
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 
-from hodei.exceptions import InvalidInput, InvalidTransition, Unavailable
+from hodei.exceptions import InvalidInput, InvalidTransition
 from hodei.lib import clock
-from hodei.lib.ids import uuid7
 from orchestrator.models import Job
-from scheduler.choices import LIVE_WORKER_STATUSES, WorkerStatus
-from scheduler.models import Worker
-from telemetry import tracing
-from workermanager.choices import MANAGED_LIVE, RETRYABLE, TERMINAL, ExecutionStatus, Trigger
-from workermanager.models import Execution, ExecutionLog, ManagedWorker
+from telemetry import metrics, tracing
+from workermanager import hooks
+from workermanager.choices import RETRYABLE, TERMINAL, ExecutionStatus, Trigger
+from workermanager.models import Execution, ExecutionLog, Worker
 from workermanager.notify import notify_cancel, notify_queued
-from workermanager.providers import ProviderError, get_provider
 
+S = ExecutionStatus
 DEFAULT_LOST_RETRIES = Job._meta.get_field("max_lost_retries").default
 
 
@@ -39,104 +42,74 @@ def execution_enqueue(
 ) -> Execution:
     """Queue an execution. The job, if any, supplies every default; the arguments given
     override them. An empty command is a valid no-op that succeeds at once."""
-    with tracing.tracer.start_as_current_span("execution.enqueue") as span:
-        execution = _enqueue(
-            job=job,
-            command=command,
-            type=type,
-            worker_type=worker_type,
-            env=env,
-            timeout_seconds=timeout_seconds,
-            trigger=trigger,
-            schedule=schedule,
-            scheduled_for=scheduled_for,
-            retry_of=retry_of,
-            available_at=available_at,
-        )
-        span.set_attribute("hodei.execution_id", str(execution.id))
-        return execution
-
-
-def _enqueue(
-    *,
-    job,
-    command,
-    type,
-    worker_type,
-    env,
-    timeout_seconds,
-    trigger,
-    schedule,
-    scheduled_for,
-    retry_of,
-    available_at,
-) -> Execution:
     if job is None and not command:
         raise InvalidInput(
             "Nothing to run: give a job_id or a command.",
             fields={"command": ["Required when no job_id is given."]},
         )
-    now = clock.now()
-    execution = Execution(
-        job=job,
-        command=command if command is not None else (job.command if job else ""),
-        type=type or (job.type if job else Execution._meta.get_field("type").default),
-        worker_type=worker_type if worker_type is not None else (job.worker_type if job else ""),
-        env={**(job.env if job else {}), **(env or {})},
-        timeout_seconds=timeout_seconds
-        if timeout_seconds is not None
-        else (job.timeout_seconds if job else None),
-        trigger=trigger,
-        schedule=schedule,
-        scheduled_for=scheduled_for,
-        created_at=now,
-        available_at=available_at or now,
-    )
-    execution.trace_id, execution.trace_parent = tracing.current_ids()
-    if retry_of is not None:
-        execution.retry_of = retry_of
-        execution.attempt = retry_of.attempt + 1
-        execution.retries_used = retry_of.retries_used
-        execution.lost_retries_used = retry_of.lost_retries_used
-        if retry_of.status == ExecutionStatus.LOST:
-            execution.lost_retries_used += 1
-        elif trigger == Trigger.RETRY:
-            execution.retries_used += 1
-    execution.save(force_insert=True)
-    if job is not None:
-        execution._mirror_status_to_job()
-    if not execution.command.strip():
-        # Nothing to run (an empty build, as in Jenkins): done without a worker.
-        execution.start(worker=None, now=now)
-        execution.finish(exit_code=0, now=now)
-    else:
-        notify_queued(execution.worker_type)
-    return execution
-
-
-@transaction.atomic
-def execution_cancel(*, execution: Execution) -> Execution:
-    execution.request_cancel(now=clock.now())
-    if execution.status == ExecutionStatus.RUNNING:
-        # Its worker polls for cancellations every half second; this makes it immediate.
-        notify_cancel(execution.id)
-    return execution
-
-
-def execution_logs_store(*, chunks: list) -> None:
-    """Store output chunks, given as (execution id, agent.output.Chunk) pairs, in one
-    INSERT. A chunk already stored (a retried flush) is skipped, never duplicated."""
-    rows = [
-        ExecutionLog(
-            execution_id=execution_id,
-            seq=chunk.seq,
-            stream=chunk.stream,
-            message=chunk.message,
-            created_at=datetime.fromtimestamp(chunk.created_at, tz=UTC),
+    with tracing.tracer.start_as_current_span("execution.enqueue") as span:
+        now = clock.now()
+        given = {
+            "command": command,
+            "type": type,
+            "worker_type": worker_type,
+            "timeout_seconds": timeout_seconds,
+        }
+        execution = Execution(
+            job=job,
+            **{name: _default(name, value, job) for name, value in given.items()},
+            env={**(job.env if job else {}), **(env or {})},
+            trigger=trigger,
+            schedule=schedule,
+            scheduled_for=scheduled_for,
+            created_at=now,
+            available_at=available_at or now,
         )
-        for execution_id, chunk in chunks
-    ]
-    ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
+        execution.trace_id, execution.trace_parent = tracing.current_ids()
+        if retry_of is not None:
+            _continue_budgets(execution, retry_of=retry_of, trigger=trigger)
+        if not execution.command.strip():
+            # Nothing to run (an empty build, as in Jenkins): done without a worker.
+            execution.status, execution.exit_code = S.SUCCEEDED, 0
+            execution.started_at = execution.finished_at = now
+        execution.save(force_insert=True)
+        span.set_attribute("hodei.execution_id", str(execution.id))
+        if execution.status == S.QUEUED:
+            notify_queued(execution.worker_type)
+        _changed(execution)
+        return execution
+
+
+def _default(name: str, given, job: Job | None):
+    if given is not None:
+        return given
+    if job is not None:
+        return getattr(job, name)
+    return Execution._meta.get_field(name).get_default()
+
+
+def _continue_budgets(execution: Execution, *, retry_of: Execution, trigger: str) -> None:
+    execution.retry_of = retry_of
+    execution.attempt = retry_of.attempt + 1
+    execution.retries_used = retry_of.retries_used
+    execution.lost_retries_used = retry_of.lost_retries_used
+    if retry_of.status == S.LOST:
+        execution.lost_retries_used += 1
+    elif trigger == Trigger.RETRY:
+        execution.retries_used += 1
+
+
+def executions_claim(*, worker: Worker, limit: int) -> list[Execution]:
+    """queued -> running: up to ``limit`` executions that ``worker`` may run, oldest
+    first, each exactly once however many agents claim at the same time."""
+    with transaction.atomic():
+        claimed = Execution.claim(worker=worker, limit=limit, now=clock.now())
+        for execution in claimed:
+            with tracing.continue_trace(
+                execution.trace_parent, "execution.claim", **{"hodei.worker": worker.name}
+            ):
+                _changed(execution)
+    return claimed
 
 
 @transaction.atomic
@@ -144,87 +117,97 @@ def execution_settle(
     *,
     execution: Execution,
     worker: Worker | None,
-    outcome: str,
-    exit_code: int | None,
+    status: str,
+    exit_code: int | None = None,
     error: str = "",
-    log_bytes: int = 0,
-    log_truncated: bool = False,
+    log_bytes: int | None = None,
+    log_truncated: bool | None = None,
 ) -> bool:
-    """Record a worker's report of how a run ended, then apply the job's retry policy.
+    """Record how a run ended (one of ``WORKER_OUTCOMES``), as its worker reports it (or
+    the control plane, with ``worker=None``), then apply the job's retry policy.
 
     Returns False, changing nothing, when the execution was settled meanwhile: a late
     report (say, from a worker already declared lost) never flips the outcome."""
     with tracing.continue_trace(
-        execution.trace_parent, "execution.finish", **{"hodei.outcome": outcome}
+        execution.trace_parent, "execution.finish", **{"hodei.status": status}
     ):
-        return _settle(
-            execution=execution,
+        settled = execution.settle(
+            status=status,
+            now=clock.now(),
             worker=worker,
-            outcome=outcome,
             exit_code=exit_code,
             error=error,
             log_bytes=log_bytes,
             log_truncated=log_truncated,
         )
+        if settled:
+            _ended(execution)
+        return settled
 
 
-def _settle(*, execution, worker, outcome, exit_code, error, log_bytes, log_truncated) -> bool:
-    now = clock.now()
-    stats = {"log_bytes": log_bytes, "log_truncated": log_truncated}
-    common = {"now": now, "exit_code": exit_code, "worker": worker, **stats}
-    if outcome == ExecutionStatus.TIMED_OUT:
-        changed = execution.time_out(**common)
-    elif outcome == ExecutionStatus.CANCELLED:
-        changed = execution.confirm_cancelled(error=error, **common)
-    elif outcome == ExecutionStatus.FAILED and error:
-        changed = execution.fail(error=error, **common)
-    elif outcome in (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED):
-        changed = execution.finish(**common)
+@transaction.atomic
+def execution_cancel(*, execution: Execution) -> Execution:
+    """Cancel: one that has not started ends at once; a running one is killed by its
+    worker within a second. 409 once it has finished."""
+    if execution.cancel(now=clock.now()):
+        _changed(execution)
     else:
-        raise ValueError(f"{outcome!r} is not an outcome a worker reports")
-    if changed:
-        execution_retry_if_due(execution=execution)
-    return changed
+        # Its worker looks for cancellations every half second; this makes it immediate.
+        notify_cancel(execution.id)
+    return execution
 
 
 @transaction.atomic
-def worker_reap(*, now: datetime | None = None) -> list[Worker]:
-    """Mark workers that missed their heartbeats offline and their running executions
-    lost (each then retried under the infrastructure budget). Safe to run anywhere, any
-    number of times at once: rows are locked and transitions are conditional."""
-    now = now or clock.now()
-    silence = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)
-    # SKIP LOCKED: a reaper running concurrently takes other rows, not these again.
-    dead = list(
-        Worker.objects.select_for_update(skip_locked=True)
-        .filter(status__in=LIVE_WORKER_STATUSES, last_heartbeat_at__lt=now - silence)
-        .order_by("id")
-    )
-    for worker in dead:
-        worker.go_offline(now=now)
-        running = Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING)
-        for execution in running.select_related("job"):
-            if execution.lose(now=now, reason=f"Worker {worker.name} stopped heartbeating."):
-                execution_retry_if_due(execution=execution)
-    return dead
+def execution_release(*, execution: Execution) -> bool:
+    """pending -> queued (a pipeline run's job whose upstream jobs are done)."""
+    if not execution.release():
+        return False
+    notify_queued(execution.worker_type)
+    _changed(execution)
+    return True
 
 
 @transaction.atomic
-def execution_expire_overdue(*, now: datetime | None = None) -> list[Execution]:
-    """Fail running executions past their deadline plus a grace period whose worker has
-    gone silent, so nothing stays running forever even if its agent never reports."""
+def execution_skip(*, execution: Execution, reason: str) -> bool:
+    """pending -> skipped (a pipeline run's job whose upstream job failed)."""
+    if not execution.skip(now=clock.now(), reason=reason):
+        return False
+    _changed(execution)
+    return True
+
+
+@transaction.atomic
+def executions_lose(*, worker: Worker, now: datetime, reason: str) -> list[Execution]:
+    """running -> lost for every execution of a worker that went silent; each is retried
+    under the job's infrastructure budget."""
+    lost = []
+    running = Execution.objects.filter(worker=worker, status=S.RUNNING).select_related("job")
+    for execution in running:
+        if execution.lose(now=now, reason=reason):
+            _ended(execution)
+            lost.append(execution)
+    return lost
+
+
+@transaction.atomic
+def executions_expire_overdue(*, now: datetime | None = None) -> list[Execution]:
+    """Time out running executions past their deadline plus a grace period whose worker
+    has gone silent, so nothing stays running forever even if its agent never reports."""
     now = now or clock.now()
     grace = timedelta(seconds=settings.HODEI_TIMEOUT_GRACE_SECONDS)
-    silence = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)
-    overdue = Execution.objects.filter(
-        status=ExecutionStatus.RUNNING, deadline_at__lt=now - grace
-    ).filter(models.Q(worker__isnull=True) | models.Q(worker__last_heartbeat_at__lt=now - silence))
+    overdue = Execution.objects.filter(status=S.RUNNING, deadline_at__lt=now - grace).filter(
+        models.Q(worker__isnull=True) | models.Q(worker__last_heartbeat_at__lt=now - silence())
+    )
     expired = []
     for execution in overdue.select_related("job"):
-        if execution.time_out(now=now):
-            execution_retry_if_due(execution=execution)
+        if execution_settle(execution=execution, worker=None, status=S.TIMED_OUT):
             expired.append(execution)
     return expired
+
+
+def silence() -> timedelta:
+    """How long a worker may go without a heartbeat before it counts as gone."""
+    return timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)
 
 
 def execution_retry(*, execution: Execution, trigger: str = Trigger.API) -> Execution:
@@ -239,35 +222,21 @@ def execution_retry(*, execution: Execution, trigger: str = Trigger.API) -> Exec
     return retry
 
 
-def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execution | None:
-    """Queue the next attempt; None if one exists already (``retry_of`` is unique, so of
-    two racing retries exactly one wins)."""
-    if Execution.objects.filter(retry_of=execution).exists():
-        return None
-    try:
-        return execution_enqueue(
-            job=execution.job,
-            command=execution.command,
-            type=execution.type,
-            worker_type=execution.worker_type,
-            env=execution.env,
-            timeout_seconds=execution.timeout_seconds,
-            trigger=trigger,
-            retry_of=execution,
-            available_at=available_at,
-        )
-    except IntegrityError:
-        return None
+def _ended(execution: Execution) -> None:
+    """A run ended: its retry (if due) is queued before anyone hears of the end, so a
+    listener sees whether the job goes on."""
+    _retry_if_due(execution)
+    _changed(execution)
 
 
-def execution_retry_if_due(*, execution: Execution) -> Execution | None:
+def _retry_if_due(execution: Execution) -> Execution | None:
     """Apply the job's retry policy to a settled execution: command failures under the
     job's ``max_retries`` with exponential backoff, lost runs under ``max_lost_retries``
-    (an infrastructure budget of its own). Returns the new attempt, if any."""
+    (an infrastructure budget of its own)."""
     job = execution.job
     if execution.cancel_requested:
         return None
-    if execution.status == ExecutionStatus.LOST:
+    if execution.status == S.LOST:
         # An ad-hoc execution (no job) still gets the default infrastructure budget.
         budget = job.max_lost_retries if job else DEFAULT_LOST_RETRIES
         if execution.lost_retries_used >= budget:
@@ -283,92 +252,77 @@ def execution_retry_if_due(*, execution: Execution) -> Execution | None:
     return _enqueue_retry(execution=execution, trigger=Trigger.RETRY, available_at=available_at)
 
 
-# -- managed workers ----------------------------------------------------------------
+def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execution | None:
+    """Queue the next attempt; None if one exists already (``retry_of`` is unique, so of
+    two racing retries exactly one wins)."""
+    if Execution.objects.filter(retry_of=execution).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return execution_enqueue(
+                job=execution.job,
+                command=execution.command,
+                type=execution.type,
+                worker_type=execution.worker_type,
+                env=execution.env,
+                timeout_seconds=execution.timeout_seconds,
+                trigger=trigger,
+                retry_of=execution,
+                available_at=available_at,
+            )
+    except IntegrityError:
+        return None
 
 
-class WorkerStartFailed(Unavailable):
-    def __init__(self, managed: ManagedWorker):
-        super().__init__(f"Could not start a worker: {managed.failure_reason}")
-        self.managed = managed
+def _changed(execution: Execution) -> None:
+    """The side effects of every state change, after the change, in its transaction."""
+    if execution.job_id:
+        _mirror_status_to_job(execution)
+    if execution.status == S.RUNNING:
+        metrics.execution_claimed(execution)
+    elif execution.status in TERMINAL:
+        metrics.execution_finished(execution)
+    hooks.execution_changed(execution)
 
 
-def managed_worker_start(
-    *, type: str, concurrency: int = 1, labels: dict | None = None, provider: str = "local"
-) -> ManagedWorker:
-    """Start an agent through ``provider`` and wait (a few seconds at most) until it has
-    registered as a Worker. Raises Unavailable, with the row left ``failed`` and the
-    reason recorded, if it cannot start."""
-    managed = ManagedWorker.objects.create(
-        name=f"managed-{type}-{uuid7().hex[-12:]}",
-        type=type,
-        concurrency=concurrency,
-        labels=labels or {},
-        provider=provider,
+def _mirror_status_to_job(execution: Execution) -> None:
+    # A job's status is its newest execution's (ids sort by creation).
+    newer = Execution.objects.filter(job_id=execution.job_id, id__gt=execution.id)
+    Job.objects.filter(pk=execution.job_id).exclude(models.Exists(newer)).update(
+        status=execution.status
     )
-    backend = get_provider(provider)
-    try:
-        launch = backend.start(managed)
-    except ProviderError as exc:
-        managed.mark_failed(reason=str(exc), now=clock.now())
-        raise WorkerStartFailed(managed) from exc
-    managed.pid, managed.host = launch.pid, launch.host
-    managed.save(update_fields=["pid", "host"])
-
-    deadline = time.monotonic() + settings.HODEI_WORKER_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        worker = Worker.objects.filter(name=managed.name, status=WorkerStatus.ONLINE).first()
-        if worker is not None:
-            managed.mark_running(pid=launch.pid, host=launch.host, worker=worker, now=clock.now())
-            return managed
-        if backend.is_alive(managed) is False:
-            reason = getattr(backend, "exit_reason", lambda m: "agent exited")(managed)
-            managed.mark_failed(reason=reason, now=clock.now())
-            raise WorkerStartFailed(managed)
-        time.sleep(0.02)
-    backend.stop(managed, grace_seconds=1.0)
-    reason = f"agent did not register within {settings.HODEI_WORKER_START_TIMEOUT_SECONDS} s"
-    managed.mark_failed(reason=reason, now=clock.now())
-    raise WorkerStartFailed(managed)
 
 
-def managed_worker_refresh(*, managed: ManagedWorker) -> ManagedWorker:
-    """Make the row tell the truth: an agent whose process died is not running."""
-    if managed.status not in MANAGED_LIVE:
-        return managed
-    alive = get_provider(managed.provider).is_alive(managed)
-    if alive is None and managed.worker_id:
-        # Another host's agent: its heartbeats speak for it.
-        managed.worker.refresh_from_db(fields=["status"])
-        alive = managed.worker.status != WorkerStatus.OFFLINE
-    if alive is False:
-        managed.mark_failed(reason="The agent process exited unexpectedly.", now=clock.now())
-    return managed
+# -- output ------------------------------------------------------------------------
 
 
-def managed_worker_stop(*, managed: ManagedWorker) -> ManagedWorker:
-    """Stop the agent gracefully (it finishes or cancels its work and goes offline).
-    Stopping a stopped worker is harmless."""
-    if managed.status not in MANAGED_LIVE:
-        return managed
-    managed.mark_stopping()
-    grace = settings.HODEI_SHUTDOWN_GRACE_SECONDS + settings.HODEI_KILL_GRACE_SECONDS + 2
-    try:
-        get_provider(managed.provider).stop(managed, grace_seconds=grace)
-    except ProviderError as exc:
-        raise Unavailable(str(exc)) from exc
-    managed.mark_stopped(now=clock.now())
-    if managed.worker_id:
-        # A graceful agent has done this itself; a killed one could not.
-        managed.worker.go_offline(now=clock.now())
-    return managed
+@dataclass(frozen=True)
+class LogChunk:
+    """A piece of an execution's output, as an agent hands it over."""
+
+    seq: int
+    stream: str
+    message: str
+    created_at: float  # wall-clock seconds
 
 
-def managed_workers_stop_local() -> int:
-    """Stop every live managed worker of this host (when the worker manager shuts down)."""
-    stopped = 0
-    for managed in ManagedWorker.objects.filter(
-        status__in=MANAGED_LIVE, host=socket.gethostname()
-    ).select_related("worker"):
-        managed_worker_stop(managed=managed)
-        stopped += 1
-    return stopped
+def execution_logs_store(*, chunks: list[tuple[object, LogChunk]]) -> int:
+    """Store output chunks, given as (execution id, chunk) pairs (a LogChunk or any object
+    with the same attributes, such as the agent's own), in one INSERT. A chunk
+    already stored (a resend after a failed flush) is skipped, never duplicated or
+    reordered. Returns the bytes of output handed over."""
+    rows = [
+        ExecutionLog(
+            execution_id=execution_id,
+            seq=chunk.seq,
+            stream=chunk.stream,
+            message=chunk.message,
+            created_at=datetime.fromtimestamp(chunk.created_at, tz=UTC),
+        )
+        for execution_id, chunk in chunks
+    ]
+    ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
+    stored = sum(len(chunk.message.encode()) for _, chunk in chunks)
+    if stored:
+        metrics.inc("hodei_log_bytes_stored_total", stored)
+    return stored

@@ -1,7 +1,7 @@
 """django-q2 entry points: wake-up calls that take no domain state and call one service.
 Safe to run twice, or on several qcluster processes at once."""
 
-from workermanager import retention, services
+from workermanager import managed, retention, services, workers
 
 # django-q2 kills a task after 60 s (Q_CLUSTER["timeout"]): a run stops well before, and
 # the next one (every 10 minutes) carries on where it stopped.
@@ -9,11 +9,16 @@ PURGE_SECONDS_PER_RUN = 30.0
 
 
 def maintain_workers() -> str:
-    """Fail overdue executions of silent workers, then reap dead workers (their running
-    executions become lost and are retried under the infrastructure budget)."""
-    expired = services.execution_expire_overdue()
-    reaped = services.worker_reap()
-    return f"expired {len(expired)} execution(s), reaped {len(reaped)} worker(s)"
+    """Time out overdue executions of silent workers, reap dead workers (their running
+    executions become lost and are retried under the infrastructure budget), and
+    reconcile managed workers with their processes."""
+    expired = services.executions_expire_overdue()
+    reaped = workers.workers_reap()
+    failed = managed.managed_workers_reconcile()
+    return (
+        f"expired {len(expired)} execution(s), reaped {len(reaped)} worker(s), "
+        f"{failed} managed worker(s) found dead"
+    )
 
 
 def purge_executions() -> str:

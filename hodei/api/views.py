@@ -3,17 +3,47 @@
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import JsonResponse
+from rest_framework.exceptions import ValidationError
 from rest_framework.serializers import Serializer
 
 from hodei import __version__
 
 
-def validated(serializer_class: type[Serializer], data, **kwargs) -> dict:
+def validated(
+    serializer_class: type[Serializer],
+    data,
+    *,
+    echo: type[Serializer] | None = None,
+    strict: bool = True,
+    **kwargs,
+) -> dict:
     """Validate request data with ``serializer_class``; a failure raises a 400 naming
-    each bad field."""
+    each bad field.
+
+    ``strict`` (request bodies): a field the serializer does not know is a 400 naming it,
+    never silently ignored (a misspelt ``timeout_second`` would otherwise do nothing), as
+    Kubernetes' strict field validation does. Fields of the resource's output (``echo``:
+    its read-only ``id``, ``status``...) are accepted and ignored, so a body read with GET
+    can be sent back with PUT."""
+    if strict and isinstance(data, dict):
+        known = set(serializer_class().fields)
+        if echo is not None:
+            known |= set(echo().fields)
+        unknown = sorted(str(name) for name in data if name not in known)
+        if unknown:
+            raise ValidationError({name: ["Unknown field."] for name in unknown})
+        data = {name: value for name, value in data.items() if name in serializer_class().fields}
     serializer = serializer_class(data=data, **kwargs)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def cascade_requested(request) -> bool:
+    """``?cascade=true``: a delete may take dependent objects with it."""
+    value = request.query_params.get("cascade", "").strip().lower()
+    if value not in ("", "true", "false", "1", "0"):
+        raise ValidationError({"cascade": ["Must be true or false."]})
+    return value in ("true", "1")
 
 
 def health_view(service: str):

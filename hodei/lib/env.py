@@ -56,6 +56,15 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def read_secret_file(path) -> str:
+    """The stripped contents of a secret file, or "" when there is none."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+
+
 def parse_database_url(url: str) -> dict:
     """Turn ``postgres://user:pass@host:port/name?opt=v`` or ``sqlite:///path`` into a
     Django DATABASES entry."""

@@ -1,12 +1,76 @@
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django import template
 from django.contrib.admin.templatetags.admin_list import date_hierarchy as django_date_hierarchy
 from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
+from hodei.admin_tools import STATUS_COLOURS
+
 register = template.Library()
+
+
+@register.simple_tag
+def status_pill(status: str) -> SafeString:
+    """The status pill of every list and page (the dashboard's palette)."""
+    return format_html(
+        '<span class="hodei-badge" data-status="{}" style="background:{}">{}</span>',
+        status,
+        STATUS_COLOURS.get(status, "#8a8f98"),
+        status.replace("_", " "),
+    )
+
+
+def relative(value: datetime, *, now: datetime | None = None) -> str:
+    """"12 s ago", "3 min ago", "2 h ago", "in 5 min": how far from now."""
+    now = now or timezone.now()
+    seconds = (now - value).total_seconds()
+    ahead, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        text = f"{int(seconds)} s"
+    elif seconds < 3600:
+        text = f"{int(seconds // 60)} min"
+    elif seconds < 48 * 3600:
+        text = f"{int(seconds // 3600)} h"
+    else:
+        text = f"{int(seconds // 86400)} d"
+    return f"in {text}" if ahead else f"{text} ago"
+
+
+@register.simple_tag
+def hodei_time(value: datetime | None, tz: str | None = None) -> SafeString:
+    """A moment as every page shows it: to the second, with its timezone (UTC unless
+    ``tz``), how long ago, and the exact instant on hover."""
+    if value is None:
+        return SafeString("–")
+    if tz:
+        from zoneinfo import ZoneInfo
+
+        local = value.astimezone(ZoneInfo(tz))
+    else:
+        local = value.astimezone(UTC)
+    return format_html(
+        '<time datetime="{}" title="{}">{} <span class="hodei-ago">{}</span></time>',
+        value.astimezone(UTC).isoformat(),
+        local.strftime("%A %Y-%m-%d %H:%M:%S.%f")[:-3] + f" {local.tzname()}",
+        local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or ""),
+        relative(value),
+    )
+
+
+@register.filter
+def hodei_ms(value: int | None) -> str:
+    """A duration in milliseconds, as lists show it: 850 ms, 12.4 s, 3m 12s."""
+    if value is None:
+        return "–"
+    if value < 10_000:
+        return f"{value} ms"
+    if value < 60_000:
+        return f"{value / 1000:.1f} s"
+    return hodei_duration(timedelta(milliseconds=value))
 
 
 @register.filter

@@ -7,8 +7,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from console.metrics import metrics_view
 from hodei.api.views import health_view
-from telemetry.views import metrics_view
 
 # Several models have a `status` with its own choices; without names drf-spectacular
 # falls back to hashed enum names ("StatusC79Enum") and warns.

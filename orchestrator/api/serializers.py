@@ -2,7 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hodei.api.fields import JSONObjectField, env_field, labels_field
-from orchestrator.models import Job, Pipeline
+from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
 SECRET_MASK = "********"
 
@@ -12,13 +12,13 @@ class PipelineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Pipeline
-        fields = ["id", "name", "description", "status", "metadata", "created_at", "updated_at"]
+        fields = ["id", *PIPELINE_SETTINGS, "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
 
 class PipelineInputSerializer(PipelineSerializer):
     class Meta(PipelineSerializer.Meta):
-        fields = ["name", "description", "status", "metadata"]
+        fields = list(PIPELINE_SETTINGS)
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -31,19 +31,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "pipeline_id",
-            "name",
-            "description",
-            "command",
-            "type",
-            "worker_type",
-            "labels",
-            "env",
-            "secret_env",
-            "timeout_seconds",
-            "max_retries",
-            "retry_delay_seconds",
-            "retry_backoff",
-            "max_lost_retries",
+            *JOB_SETTINGS,
             "depends_on",
             "status",
             "created_at",
@@ -74,23 +62,7 @@ class JobInputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = [
-            "pipeline_id",
-            "name",
-            "description",
-            "command",
-            "type",
-            "worker_type",
-            "labels",
-            "env",
-            "secret_env",
-            "timeout_seconds",
-            "max_retries",
-            "retry_delay_seconds",
-            "retry_backoff",
-            "max_lost_retries",
-            "depends_on",
-        ]
+        fields = ["pipeline_id", *JOB_SETTINGS, "depends_on"]
 
 
 class JobStatusSerializer(serializers.Serializer):

@@ -1,9 +1,9 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from hodei.api.views import validated
+from hodei.api.views import cascade_requested, validated
 from orchestrator import services
 from orchestrator.api.filters import JobFilter, PipelineFilter
 from orchestrator.api.serializers import (
@@ -15,13 +15,15 @@ from orchestrator.api.serializers import (
 )
 from orchestrator.models import Job, Pipeline
 
+CASCADE_PARAMETER = OpenApiParameter(
+    "cascade",
+    bool,
+    description="Also delete its schedules. Without it, a job with schedules is a 409 that "
+    "names them. Executions are kept as history either way.",
+)
 
-class PipelineViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
-):
+
+class PipelineViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Pipelines: named groups of jobs."""
 
     queryset = Pipeline.objects.all()
@@ -30,7 +32,8 @@ class PipelineViewSet(
 
     @extend_schema(request=PipelineInputSerializer, responses={201: PipelineSerializer})
     def create(self, request):
-        pipeline = services.pipeline_create(**validated(PipelineInputSerializer, request.data))
+        data = validated(PipelineInputSerializer, request.data, echo=PipelineSerializer)
+        pipeline = services.pipeline_create(**data)
         return Response(PipelineSerializer(pipeline).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=PipelineInputSerializer, responses=PipelineSerializer)
@@ -43,17 +46,20 @@ class PipelineViewSet(
 
     def _update(self, request, *, partial: bool):
         pipeline = self.get_object()
-        data = validated(PipelineInputSerializer, request.data, partial=partial)
+        data = validated(
+            PipelineInputSerializer, request.data, partial=partial, echo=PipelineSerializer
+        )
         pipeline = services.pipeline_update(pipeline=pipeline, **data)
         return Response(PipelineSerializer(pipeline).data)
 
+    @extend_schema(parameters=[CASCADE_PARAMETER])
+    def destroy(self, request, pk=None):
+        """Delete the pipeline and its jobs; 409 if a job has schedules, unless cascade."""
+        services.pipeline_delete(pipeline=self.get_object(), cascade=cascade_requested(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
-class JobViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
-):
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs: commands to run, with the defaults of every execution started from them."""
 
     queryset = Job.objects.prefetch_related("depends_on")
@@ -63,7 +69,7 @@ class JobViewSet(
 
     @extend_schema(request=JobInputSerializer, responses={201: JobSerializer})
     def create(self, request):
-        job = services.job_create(**validated(JobInputSerializer, request.data))
+        job = services.job_create(**validated(JobInputSerializer, request.data, echo=JobSerializer))
         return Response(self._render(job), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=JobInputSerializer, responses=JobSerializer)
@@ -82,10 +88,15 @@ class JobViewSet(
 
     def _update(self, request, *, partial: bool):
         job = self.get_object()
-        job = services.job_update(
-            job=job, **validated(JobInputSerializer, request.data, partial=partial)
-        )
+        data = validated(JobInputSerializer, request.data, partial=partial, echo=JobSerializer)
+        job = services.job_update(job=job, **data)
         return Response(self._render(job))
+
+    @extend_schema(parameters=[CASCADE_PARAMETER])
+    def destroy(self, request, pk=None):
+        """Delete the job; 409 naming its schedules if it has any, unless cascade."""
+        services.job_delete(job=self.get_object(), cascade=cascade_requested(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _render(self, job: Job) -> dict:
         job = Job.objects.prefetch_related("depends_on").get(pk=job.pk)

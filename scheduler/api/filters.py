@@ -1,23 +1,18 @@
 from django_filters import rest_framework as filters
 
-from scheduler.choices import ScheduleStatus, WorkerStatus
-from scheduler.models import Schedule, Worker
+from scheduler.choices import ScheduleStatus
+from scheduler.models import Schedule
 
 
 class ScheduleFilter(filters.FilterSet):
     job_id = filters.UUIDFilter(field_name="job_id")
     status = filters.ChoiceFilter(choices=ScheduleStatus.choices)
-    enabled = filters.BooleanFilter()
+    enabled = filters.BooleanFilter(method="filter_enabled")
 
     class Meta:
         model = Schedule
         fields = ["job_id", "status", "enabled"]
 
-
-class WorkerFilter(filters.FilterSet):
-    status = filters.ChoiceFilter(choices=WorkerStatus.choices)
-    type = filters.CharFilter(max_length=64)
-
-    class Meta:
-        model = Worker
-        fields = ["status", "type"]
+    def filter_enabled(self, queryset, name, value):
+        paused = queryset.filter(status=ScheduleStatus.PAUSED)
+        return queryset.exclude(pk__in=paused) if value else paused

@@ -4,10 +4,9 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hodei.api.fields import labels_field
 from orchestrator.models import Job
 from scheduler.cron import CronError, parse_timezone
-from scheduler.models import Schedule, ScheduleFire, Worker
+from scheduler.models import Schedule, ScheduleFire
 from scheduler.services import schedule_upcoming
 
 # Postgres and Python both handle these; anything outside is a typo, not a plan.
@@ -17,6 +16,7 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 class ScheduleSerializer(serializers.ModelSerializer):
     job_id = serializers.UUIDField(read_only=True)
+    enabled = serializers.BooleanField(read_only=True)
     scheduled_at = serializers.DateTimeField(source="created_at", read_only=True)
     upcoming = serializers.SerializerMethodField()
 
@@ -53,6 +53,7 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
     cron = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     schedule_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
     timezone = serializers.CharField(required=False, max_length=64, default="UTC")
+    enabled = serializers.BooleanField(required=False, default=True)
 
     class Meta:
         model = Schedule
@@ -110,34 +111,3 @@ class ScheduleFireSerializer(serializers.ModelSerializer):
             "lag_ms",
         ]
         read_only_fields = fields
-
-
-class WorkerSerializer(serializers.ModelSerializer):
-    last_heartbeat = serializers.DateTimeField(source="last_heartbeat_at", read_only=True)
-
-    class Meta:
-        model = Worker
-        fields = [
-            "id",
-            "name",
-            "type",
-            "status",
-            "labels",
-            "capacity",
-            "hostname",
-            "version",
-            "pid",
-            "registered_at",
-            "last_heartbeat",
-            "stopped_at",
-        ]
-        read_only_fields = fields
-
-
-class WorkerInputSerializer(serializers.ModelSerializer):
-    labels = labels_field(required=False)
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-
-    class Meta:
-        model = Worker
-        fields = ["name", "type", "labels", "capacity", "hostname", "version", "pid"]

@@ -4,17 +4,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from hodei.api.views import validated
-from hodei.lib import clock
 from scheduler import services
-from scheduler.api.filters import ScheduleFilter, WorkerFilter
+from scheduler.api.filters import ScheduleFilter
 from scheduler.api.serializers import (
     ScheduleFireSerializer,
     ScheduleInputSerializer,
     ScheduleSerializer,
-    WorkerInputSerializer,
-    WorkerSerializer,
 )
-from scheduler.models import Schedule, Worker
+from scheduler.models import Schedule
 
 
 class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -28,7 +25,9 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
-        schedule = services.schedule_create(**validated(ScheduleInputSerializer, request.data))
+        schedule = services.schedule_create(
+            **validated(ScheduleInputSerializer, request.data, echo=ScheduleSerializer)
+        )
         return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
@@ -36,7 +35,13 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         """Pause (``"enabled": false``), resume, or change the timing or policies; the
         next fire times are recomputed from now."""
         schedule = self.get_object()
-        data = validated(ScheduleInputSerializer, request.data, partial=True, instance=schedule)
+        data = validated(
+            ScheduleInputSerializer,
+            request.data,
+            partial=True,
+            instance=schedule,
+            echo=ScheduleSerializer,
+        )
         schedule = services.schedule_update(schedule=schedule, **data)
         return Response(ScheduleSerializer(schedule).data)
 
@@ -58,30 +63,3 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         schedule = self.get_object()
         page = self.paginate_queryset(schedule.fires.order_by("-id"))
         return self.get_paginated_response(ScheduleFireSerializer(page, many=True).data)
-
-
-class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """The registry of every agent that can run work."""
-
-    queryset = Worker.objects.all()
-    serializer_class = WorkerSerializer
-    filterset_class = WorkerFilter
-    action_permissions = {"heartbeat": "change"}
-
-    @extend_schema(
-        request=WorkerInputSerializer,
-        responses={201: WorkerSerializer, 200: WorkerSerializer},
-        description="Register a worker. Registering a name that exists re-registers that "
-        "worker (200) instead of creating a new one (201).",
-    )
-    def create(self, request):
-        worker, created = services.worker_register(**validated(WorkerInputSerializer, request.data))
-        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(WorkerSerializer(worker).data, status=code)
-
-    @extend_schema(request=None, responses=WorkerSerializer)
-    @action(detail=True, methods=["post"])
-    def heartbeat(self, request, pk=None):
-        worker = self.get_object()
-        worker.heartbeat(now=clock.now())
-        return Response(WorkerSerializer(worker).data)

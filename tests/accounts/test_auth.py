@@ -193,9 +193,9 @@ def test_the_job_status_action_needs_view_permission(make_client):
 
 def test_a_heartbeat_needs_change_permission(make_client):
     worker = WorkerFactory()
-    viewer = make_client("scheduler", perms=("scheduler.view_worker",))
+    viewer = make_client("scheduler", perms=("workermanager.view_worker",))
     assert viewer.post(f"/api/v1/workers/{worker.id}/heartbeat").status_code == 403
-    changer = make_client("scheduler", perms=("scheduler.change_worker",))
+    changer = make_client("scheduler", perms=("workermanager.change_worker",))
     assert changer.post(f"/api/v1/workers/{worker.id}/heartbeat").status_code == 200
 
 

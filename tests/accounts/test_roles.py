@@ -30,14 +30,14 @@ MODELS = [
     ("orchestrator", "pipeline"),
     ("orchestrator", "job"),
     ("scheduler", "schedule"),
-    ("scheduler", "worker"),
+    ("workermanager", "worker"),
     ("workermanager", "execution"),
     ("workermanager", "managedworker"),
 ]
 # What each changelist's actions are, for an operator.
 ACTIONS = {
     "pipeline": {"archive_selected", "delete_selected"},
-    "job": {"run_now", "delete_selected"},
+    "job": {"delete_selected"},
     "schedule": {"enable_selected", "pause_selected", "run_now", "delete_selected"},
     "worker": {"drain_selected", "undrain_selected"},
     "execution": {"cancel_selected", "retry_selected"},
@@ -157,14 +157,10 @@ def test_operators_add_a_pipeline_run_a_job_and_cancel_an_execution():
     assert client.post("/admin/orchestrator/pipeline/add/", data).status_code == 302
     job = Pipeline.objects.get(name="ops").jobs.get()
 
-    response = client.post(
-        "/admin/orchestrator/job/",
-        {"action": "run_now", "_selected_action": [str(job.pk)]},
-        follow=True,
-    )
+    response = client.post(f"/admin/workermanager/execution/run-job/{job.pk}/", follow=True)
     execution = Execution.objects.get(job=job)
     assert execution.trigger == Trigger.ADMIN
-    assert any(str(execution.pk) in m for m in messages_of(response))
+    assert response.request["PATH_INFO"] == f"/admin/workermanager/execution/{execution.pk}/change/"
 
     response = client.post(
         "/admin/workermanager/execution/",

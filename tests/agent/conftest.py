@@ -2,11 +2,12 @@ import time
 
 from agent.loop import Agent
 from workermanager.choices import TERMINAL
+from workermanager.models import Worker
 
 
 def drive(agent: Agent, execution, *, timeout: float = 10.0, until=None):
     """Step ``agent`` until ``execution`` is settled (or ``until(execution)`` holds)."""
-    until = until or (lambda e: e.status in TERMINAL and e.id not in agent.runs)
+    until = until or (lambda e: e.status in TERMINAL and str(e.id) not in agent.runs)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         agent.step(timeout=0.02)
@@ -21,3 +22,8 @@ def log_text(execution, stream=None) -> str:
     if stream:
         chunks = chunks.filter(stream=stream)
     return "".join(c.message for c in chunks)
+
+
+def worker_of(agent: Agent) -> Worker:
+    """The agent's Worker row, as it is now."""
+    return Worker.objects.get(pk=agent.worker_id)

@@ -6,18 +6,18 @@ from datetime import timedelta
 import pytest
 
 from hodei.lib import clock
-from scheduler.choices import WorkerStatus
-from tests.agent.conftest import drive, log_text
+from tests.agent.conftest import drive, log_text, worker_of
 from tests.factories import JobFactory, WorkerFactory
-from workermanager.choices import ExecutionStatus, LogStream, Trigger
+from workermanager.choices import ExecutionStatus, LogStream, Trigger, WorkerStatus
 from workermanager.models import Execution
 from workermanager.services import (
     execution_cancel,
     execution_enqueue,
-    execution_retry_if_due,
     execution_settle,
-    worker_reap,
+    executions_claim,
+    executions_lose,
 )
+from workermanager.workers import workers_reap
 
 S = ExecutionStatus
 
@@ -37,7 +37,7 @@ def test_echo_succeeds_with_its_output_in_the_log(make_agent):
     execution = drive(agent, execution_enqueue(command="echo hello world"))
     assert execution.status == S.SUCCEEDED
     assert execution.exit_code == 0
-    assert execution.worker_id == agent.worker.id
+    assert str(execution.worker_id) == agent.worker_id
     assert execution.started_at <= execution.finished_at
     assert execution.duration_ms is not None
     assert log_text(execution) == "hello world\n"
@@ -183,20 +183,20 @@ def test_retry_waits_for_its_backoff_delay(db):
     job = JobFactory(command="exit 1", max_retries=1, retry_delay_seconds=30, retry_backoff=2)
     execution = execution_enqueue(job=job)
     worker = WorkerFactory()
-    execution.start(worker=worker, now=clock.now())
-    execution_settle(execution=execution, worker=worker, outcome=S.FAILED, exit_code=1)
+    assert executions_claim(worker=worker, limit=5) == [execution]
+    execution_settle(execution=execution, worker=worker, status=S.FAILED, exit_code=1)
     retry = Execution.objects.get(retry_of=execution)
     delay = (retry.available_at - execution.finished_at).total_seconds()
     assert 29 <= delay <= 31
-    assert Execution.claim(worker=worker, limit=5, now=clock.now()) == []
+    assert executions_claim(worker=worker, limit=5) == []
 
 
 def test_a_late_report_after_the_execution_was_lost_changes_nothing(make_agent):
     agent = make_agent()
     execution = execution_enqueue(command="sleep 0.5; echo late")
     drive(agent, execution, until=lambda e: e.status == S.RUNNING)
-    execution.lose(now=execution.started_at, reason="test")
-    execution = drive(agent, execution, until=lambda e: e.id not in agent.runs)
+    executions_lose(worker=worker_of(agent), now=clock.now(), reason="test")
+    execution = drive(agent, execution, until=lambda e: str(e.id) not in agent.runs)
     assert execution.status == S.LOST
 
 
@@ -225,14 +225,15 @@ def test_it_never_runs_more_than_its_concurrency(make_agent):
 
 def test_a_draining_worker_takes_no_new_work(make_agent):
     agent = make_agent(heartbeat_seconds=0)
-    agent.worker.drain()
+    worker = worker_of(agent)
+    worker.drain()
     agent.step(timeout=0.02)
     execution = execution_enqueue(command="true")
     for _ in range(5):
         agent.step(timeout=0.02)
     execution.refresh_from_db()
     assert execution.status == S.QUEUED
-    agent.worker.undrain()
+    worker.undrain()
     assert drive(agent, execution).status == S.SUCCEEDED
 
 
@@ -247,11 +248,10 @@ def test_stop_lets_short_commands_finish_and_cancels_the_rest(make_agent):
     agent.shutdown()
     quick.refresh_from_db()
     slow.refresh_from_db()
-    agent.worker.refresh_from_db()
     assert quick.status == S.SUCCEEDED
     assert slow.status == S.CANCELLED
     assert "shut down" in slow.error
-    assert agent.worker.status == WorkerStatus.OFFLINE
+    assert worker_of(agent).status == WorkerStatus.OFFLINE
 
 
 def test_reaper_marks_silent_workers_offline_and_their_work_lost_then_retried(make_agent):
@@ -259,15 +259,15 @@ def test_reaper_marks_silent_workers_offline_and_their_work_lost_then_retried(ma
     execution = execution_enqueue(command="sleep 30")
     drive(agent, execution, until=lambda e: e.status == S.RUNNING)
     later = clock.now() + timedelta(minutes=5)
-    reaped = worker_reap(now=later)
-    assert [w.id for w in reaped] == [agent.worker.id]
+    reaped = workers_reap(now=later)
+    assert [str(w.id) for w in reaped] == [agent.worker_id]
     execution.refresh_from_db()
     assert execution.status == S.LOST
     retry = Execution.objects.get(retry_of=execution)
     assert (retry.status, retry.attempt, retry.lost_retries_used) == (S.QUEUED, 2, 1)
     # The agent notices that its execution is no longer its own and kills the command.
-    pid = agent.runs[execution.id].process.pid
-    drive(agent, execution, until=lambda e: e.id not in agent.runs)
+    pid = agent.runs[str(execution.id)].process.pid
+    drive(agent, execution, until=lambda e: str(e.id) not in agent.runs)
     assert not pid_alive(pid)
 
 
@@ -275,10 +275,10 @@ def test_lost_retry_budget_is_separate_and_bounded(db):
     job = JobFactory(command="sleep 30", max_retries=0, max_lost_retries=1)
     worker = WorkerFactory()
     first = execution_enqueue(job=job)
-    first.start(worker=worker, now=clock.now())
-    first.lose(now=clock.now(), reason="test")
-    second = execution_retry_if_due(execution=first)
-    assert second is not None and second.lost_retries_used == 1
-    second.start(worker=worker, now=clock.now())
-    second.lose(now=clock.now(), reason="test")
-    assert execution_retry_if_due(execution=second) is None
+    assert executions_claim(worker=worker, limit=1) == [first]
+    executions_lose(worker=worker, now=clock.now(), reason="test")
+    second = Execution.objects.get(retry_of=first)
+    assert second.lost_retries_used == 1
+    assert executions_claim(worker=worker, limit=1) == [second]
+    executions_lose(worker=worker, now=clock.now(), reason="test")
+    assert not Execution.objects.filter(retry_of=second).exists()

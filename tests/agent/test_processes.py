@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.choices import WorkerStatus
-from scheduler.models import Worker
 from tests.factories import JobFactory
 from tests.processes import start_agent, stop, wait_for
-from workermanager.choices import TERMINAL, ExecutionStatus
-from workermanager.models import Execution
-from workermanager.services import execution_enqueue, worker_reap
+from workermanager.choices import TERMINAL, ExecutionStatus, WorkerStatus
+from workermanager.models import Execution, Worker
+from workermanager.services import execution_enqueue
+from workermanager.workers import workers_reap
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 S = ExecutionStatus
@@ -106,4 +105,4 @@ def test_sigterm_stops_the_agent_gracefully_and_marks_it_offline(child_env):
     execution.refresh_from_db()
     assert execution.status == S.CANCELLED
     assert Worker.objects.get(name="graceful").status == WorkerStatus.OFFLINE
-    assert worker_reap() == []
+    assert workers_reap() == []

@@ -54,7 +54,7 @@ def browser(tmp_path):
 def test_operator_creates_runs_and_watches_a_job(live_server, browser, child_env):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     ARTIFACTS.mkdir(exist_ok=True)
     admin = UserFactory(username="operator", is_staff=True, is_superuser=True)
@@ -79,15 +79,11 @@ def test_operator_creates_runs_and_watches_a_job(live_server, browser, child_env
         browser.find_element(By.NAME, "_save").click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success")))
 
-        # Run it with the "Run now" action.
+        # From the job's page, "Run now" opens the new execution's page.
         browser.get(f"{live_server.url}/admin/orchestrator/job/")
-        browser.find_element(By.CSS_SELECTOR, "input.action-select").click()
-        Select(browser.find_element(By.NAME, "action")).select_by_value("run_now")
-        browser.find_element(By.NAME, "index").click()
-        link = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success a"))
-        )
-        link.click()
+        browser.find_element(By.LINK_TEXT, "hello-job").click()
+        browser.find_element(By.ID, "hodei-run-now").click()
+        wait.until(ec.presence_of_element_located((By.ID, "hodei-log")))
 
         # The detail page follows the execution live, without a reload.
         wait.until(

@@ -7,8 +7,10 @@ from accounts.roles import OPERATORS, VIEWERS
 from orchestrator.choices import PipelineStatus
 from orchestrator.models import Job, Pipeline
 from tests.factories import (
+    ExecutionFactory,
     JobFactory,
     PipelineFactory,
+    ScheduleFactory,
     admin_form_data,
     logged_in,
     messages_of,
@@ -292,11 +294,18 @@ def test_job_change_page_links_to_its_executions(operator):
     assert f"/admin/workermanager/execution/?job__id__exact={job.pk}" in page
 
 
-def test_run_now_queues_an_execution_and_links_to_it(operator):
+def run_now_url(job) -> str:
+    return f"/admin/workermanager/execution/run-job/{job.pk}/"
+
+
+def test_run_now_on_the_job_page_queues_an_execution_and_opens_it(operator):
     job = JobFactory(command="echo run", env={"A": "1"}, timeout_seconds=30)
-    response = action(operator, JOBS, "run_now", [job])
-    assert response.status_code == 200
+    page = operator.get(change_url(job)).content.decode()
+    assert 'id="hodei-run-now"' in page and run_now_url(job) in page
+    response = operator.post(run_now_url(job))
     execution = Execution.objects.get(job=job)
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/workermanager/execution/{execution.pk}/change/"
     assert execution.trigger == Trigger.ADMIN
     assert execution.status == ExecutionStatus.QUEUED
     assert (execution.command, execution.env, execution.timeout_seconds) == (
@@ -304,19 +313,28 @@ def test_run_now_queues_an_execution_and_links_to_it(operator):
         {"A": "1"},
         30,
     )
-    link = f'<a href="/admin/workermanager/execution/{execution.pk}/change/">{execution.pk}</a>'
-    assert any(link in m for m in messages_of(response))
-    assert link in response.content.decode()  # rendered, not escaped
     job.refresh_from_db()
     assert job.status == "queued"
 
 
 def test_run_now_needs_the_run_permission(viewer):
     job = JobFactory()
-    assert "run_now" not in viewer.get(JOBS).content.decode()
-    response = action(viewer, JOBS, "run_now", [job])
-    assert response.status_code == 200
+    assert "hodei-run-now" not in viewer.get(change_url(job)).content.decode()
+    assert viewer.post(run_now_url(job)).status_code == 404
+    assert viewer.get(run_now_url(job)).status_code == 404
     assert not Execution.objects.exists()
+
+
+def test_the_job_page_lists_recent_executions_and_schedules(operator):
+    job = JobFactory()
+    executions = [ExecutionFactory(job=job) for _ in range(12)]
+    schedule = ScheduleFactory(job=job, cron="0 3 * * *")
+    page = operator.get(change_url(job)).content.decode()
+    recent = page[page.index('id="hodei-recent-executions"') :]
+    shown = [e for e in executions if str(e.pk)[:13] in recent]
+    assert shown == executions[2:]  # the newest ten
+    assert f"/admin/scheduler/schedule/{schedule.pk}/change/" in page
+    assert "0 3 * * *" in page
 
 
 def test_job_add_page(operator, viewer):

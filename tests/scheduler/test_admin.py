@@ -12,9 +12,9 @@ from django_q.models import Schedule as EngineSchedule
 from accounts.roles import OPERATORS, VIEWERS
 from hodei.lib import clock
 from scheduler import services
-from scheduler.choices import FireOutcome, OverlapPolicy, ScheduleStatus, WorkerStatus
+from scheduler.choices import FireOutcome, OverlapPolicy, ScheduleStatus
 from scheduler.cron import next_fire_times
-from scheduler.models import Schedule, ScheduleFire, Worker
+from scheduler.models import Schedule, ScheduleFire
 from tests.conftest import client_for
 from tests.factories import (
     ExecutionFactory,
@@ -27,13 +27,13 @@ from tests.factories import (
     messages_of,
     role_user,
 )
-from workermanager.choices import ExecutionStatus, Trigger
-from workermanager.models import Execution
+from workermanager.choices import ExecutionStatus, Trigger, WorkerStatus
+from workermanager.models import Execution, Worker
 
 pytestmark = pytest.mark.django_db
 
 SCHEDULES = "/admin/scheduler/schedule/"
-WORKERS = "/admin/scheduler/worker/"
+WORKERS = "/admin/workermanager/worker/"
 PREVIEW = SCHEDULES + "preview/"
 DAILY = "0 3 * * *"  # stable across the few milliseconds of a test
 
@@ -112,7 +112,8 @@ def test_cron_and_schedule_time_together_is_a_form_error(operator):
     )
     response = operator.post(SCHEDULES + "add/", data)
     assert response.status_code == 200
-    assert "exactly one" in str(response.context["adminform"].form.non_field_errors())
+    errors = response.context["adminform"].form.errors
+    assert "exactly one" in str(errors["cron"]) and "exactly one" in str(errors["schedule_time"])
     assert not Schedule.objects.exists()
 
 
@@ -480,7 +481,7 @@ def test_a_draining_workers_heartbeat_keeps_it_draining(operator, operator_user)
     worker = WorkerFactory(last_heartbeat_at=clock.now() - timedelta(seconds=3))
     action(operator, WORKERS, "drain_selected", [worker])
     worker.refresh_from_db()
-    worker.heartbeat()
+    worker.heartbeat(now=clock.now())
     worker.refresh_from_db()
     assert worker.status == WorkerStatus.DRAINING
 
@@ -498,7 +499,7 @@ def test_drain_of_an_offline_worker_says_so_and_changes_nothing(operator):
     response = action(operator, WORKERS, "drain_selected", [offline, online])
     messages = messages_of(response)
     assert "1 worker(s) draining." in messages
-    assert f"{offline.name} is offline: unchanged." in messages
+    assert f"Worker {offline.name} is offline; only an online worker can drain." in messages
     offline.refresh_from_db()
     online.refresh_from_db()
     assert (offline.status, online.status) == (WorkerStatus.OFFLINE, WorkerStatus.DRAINING)
@@ -509,7 +510,7 @@ def test_undrain_of_a_worker_that_is_not_draining_says_so(operator):
     response = action(operator, WORKERS, "undrain_selected", [online])
     messages = messages_of(response)
     assert "1 worker(s) taking work again." not in messages
-    assert f"{online.name} is online: unchanged." in messages
+    assert f"Worker {online.name} is online; only a draining worker can undrain." in messages
     online.refresh_from_db()
     assert online.status == WorkerStatus.ONLINE
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hodei.lib import clock
-from scheduler.models import Schedule, Worker
+from scheduler.models import Schedule
 from tests.factories import JobFactory, ScheduleFactory, WorkerFactory
+from workermanager.models import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -202,7 +203,7 @@ def test_it_paginates_schedules(sched):
 def test_it_filters_schedules(sched):
     job = JobFactory()
     mine = ScheduleFactory(job=job)
-    other = ScheduleFactory(enabled=False, status="paused")
+    other = ScheduleFactory(status="paused")
     assert [s["id"] for s in sched.get(f"/api/v1/scheduled?job_id={job.id}").json()] == [
         str(mine.id)
     ]

@@ -17,7 +17,7 @@ from scheduler.services import (
     schedule_run_now,
     schedule_update,
 )
-from tests.factories import JobFactory, WorkerFactory
+from tests.factories import JobFactory, WorkerFactory, start
 from workermanager.choices import ExecutionStatus, Trigger
 from workermanager.models import Execution
 
@@ -125,7 +125,7 @@ def test_forbid_skips_a_slot_while_the_previous_run_is_active_and_records_it(db,
     first_slot = schedule.next_run_at
     now.set(first_slot)
     first = schedule_fire(schedule_id=schedule.pk, slot=first_slot).execution
-    first.start(worker=WorkerFactory(), now=first_slot)
+    start(first, worker=WorkerFactory(), now=first_slot)
     second_slot = first_slot + timedelta(minutes=1)
     now.set(second_slot)
     skipped = schedule_fire(schedule_id=schedule.pk, slot=second_slot)

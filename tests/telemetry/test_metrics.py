@@ -12,7 +12,13 @@ from telemetry.models import MetricValue
 from tests.conftest import client_for
 from tests.factories import JobFactory, UserFactory, WorkerFactory
 from workermanager.choices import ExecutionStatus
-from workermanager.services import execution_cancel, execution_enqueue, execution_settle
+from workermanager.models import Execution
+from workermanager.services import (
+    execution_cancel,
+    execution_enqueue,
+    execution_settle,
+    executions_claim,
+)
 
 
 def scrape(client) -> dict:
@@ -53,8 +59,10 @@ def test_http_metrics_from_django_prometheus_are_included(db):
 def test_finished_executions_are_counted_by_status_and_type_with_durations(db):
     worker = WorkerFactory()
     ok = execution_enqueue(command="true", type="sh")
-    ok.start(worker=worker, now=clock.now() - timedelta(seconds=2))
-    execution_settle(execution=ok, worker=worker, outcome=ExecutionStatus.SUCCEEDED, exit_code=0)
+    assert executions_claim(worker=worker, limit=1) == [ok]
+    Execution.objects.filter(pk=ok.pk).update(started_at=clock.now() - timedelta(seconds=2))
+    ok.refresh_from_db()
+    execution_settle(execution=ok, worker=worker, status=ExecutionStatus.SUCCEEDED, exit_code=0)
     execution_cancel(execution=execution_enqueue(command="sleep 1"))
 
     samples = scrape(client_for("workermanager", UserFactory(is_superuser=True)))

@@ -12,8 +12,6 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.roles import OPERATORS, VIEWERS
 from hodei.lib import clock
-from scheduler.choices import WorkerStatus
-from scheduler.models import Worker
 from tests.factories import (
     ExecutionFactory,
     ExecutionLogFactory,
@@ -25,11 +23,12 @@ from tests.factories import (
     messages_of,
     role_user,
 )
-from workermanager import services
-from workermanager.admin import TAIL_PAGE
-from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger
-from workermanager.models import Execution, ManagedWorker
+from workermanager import managed as managed_module
+from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger, WorkerStatus
+from workermanager.models import Execution, ManagedWorker, Worker
 from workermanager.providers import Launch, ProviderError
+from workermanager.selectors import LOG_PAGE as TAIL_PAGE
+from workermanager.tasks import maintain_workers
 
 pytestmark = pytest.mark.django_db
 
@@ -343,7 +342,7 @@ def test_tail_returns_chunks_from_the_offset_and_the_state(operator, viewer):
     assert (empty["chunks"], empty["next_offset"], empty["complete"]) == ([], 5, False)
 
     ExecutionLogFactory(execution=execution, seq=5, message="m5")
-    execution.finish(exit_code=0, now=clock.now())
+    execution.settle(status=S.SUCCEEDED, exit_code=0, now=clock.now())
     done = tail(viewer, execution, 5).json()  # viewers watch too
     assert [c["message"] for c in done["chunks"]] == ["m5"]
     assert (done["next_offset"], done["complete"], done["status"]) == (6, True, "succeeded")
@@ -454,17 +453,21 @@ def test_stop_of_a_worker_that_is_not_running_says_so_and_changes_nothing(operat
     assert ManagedWorker.objects.filter(pk=managed.pk).values().get() == before
 
 
-def test_changelist_tells_the_truth_about_a_dead_process(operator):
+def test_a_dead_process_is_failed_by_the_maintenance_task_not_by_reading(operator):
     dead = subprocess.Popen(["true"])
     dead.wait()
     managed = ManagedWorkerFactory(
         status=ManagedWorkerStatus.RUNNING, pid=dead.pid, host=socket.gethostname()
     )
-    html = operator.get(MANAGED).content.decode()
+    assert ">running<" in operator.get(MANAGED).content.decode()
+    managed.refresh_from_db()
+    assert managed.status == ManagedWorkerStatus.RUNNING  # a GET writes nothing
+
+    assert "1 managed worker(s) found dead" in maintain_workers()
     managed.refresh_from_db()
     assert managed.status == ManagedWorkerStatus.FAILED
-    assert "exited unexpectedly" in managed.failure_reason
-    assert ">failed<" in html
+    assert "exited" in managed.failure_reason
+    assert ">failed<" in operator.get(MANAGED).content.decode()
 
 
 def test_viewer_cannot_start_or_stop_managed_workers(viewer):
@@ -513,13 +516,20 @@ class FakeProvider:
     def is_alive(self, managed):
         return managed.pk not in self.stopped
 
+    def exit_reason(self, managed):
+        return "stopped"
+
     def stop(self, managed, *, grace_seconds):
         self.stopped.append(managed.pk)
 
 
-def test_start_and_stop_go_through_the_services_and_the_provider(operator, monkeypatch):
+def test_start_and_stop_go_through_the_services_and_the_provider(
+    transactional_db, operator, monkeypatch
+):
+    # transactional_db: a start refuses to run inside a transaction, and the admin's
+    # runs outside its own.
     provider = FakeProvider()
-    monkeypatch.setattr(services, "get_provider", lambda name: provider)
+    monkeypatch.setattr(managed_module, "get_provider", lambda name: provider)
     page = operator.get(MANAGED + "add/")
     data = admin_form_data(page, type="gpu", concurrency="3", labels='{"zone": "a"}')
     response = operator.post(MANAGED + "add/", data, follow=True)
@@ -542,8 +552,10 @@ def test_start_and_stop_go_through_the_services_and_the_provider(operator, monke
     assert managed.worker.status == WorkerStatus.OFFLINE
 
 
-def test_a_start_that_fails_says_why_and_not_that_it_succeeded(operator, monkeypatch):
-    monkeypatch.setattr(services, "get_provider", lambda name: FakeProvider(fail=True))
+def test_a_start_that_fails_says_why_and_not_that_it_succeeded(
+    transactional_db, operator, monkeypatch
+):
+    monkeypatch.setattr(managed_module, "get_provider", lambda name: FakeProvider(fail=True))
     page = operator.get(MANAGED + "add/")
     response = operator.post(MANAGED + "add/", admin_form_data(page, type="gpu"), follow=True)
     assert response.status_code == 200

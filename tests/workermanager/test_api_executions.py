@@ -12,6 +12,7 @@ from tests.factories import (
     ExecutionLogFactory,
     JobFactory,
     WorkerFactory,
+    start,
 )
 from workermanager.models import Execution
 
@@ -57,16 +58,12 @@ def finished(status: str = "failed", exit_code: int | None = 1, **kwargs) -> Exe
     """An execution that ran on a worker and ended with ``status``."""
     execution = ExecutionFactory(**kwargs)
     now = clock.now()
-    execution.start(worker=WorkerFactory(), now=now - timedelta(seconds=2))
-    if status in ("succeeded", "failed"):
-        execution.finish(exit_code=exit_code, now=now)
-    elif status == "timed_out":
-        execution.time_out(now=now)
-    elif status == "lost":
-        execution.lose(now=now, reason="worker gone")
-    elif status == "cancelled":
-        execution.confirm_cancelled(now=now)
-    assert execution.status == status
+    start(execution, worker=WorkerFactory(), now=now - timedelta(seconds=2))
+    if status == "lost":
+        assert execution.lose(now=now, reason="worker gone")
+    else:
+        code = exit_code if status in ("succeeded", "failed") else None
+        assert execution.settle(status=status, now=now, exit_code=code)
     return execution
 
 
@@ -247,8 +244,8 @@ def test_it_retrieves_an_execution_with_every_field(wm):
     execution = ExecutionFactory(job=job, worker_type="rust")
     worker = WorkerFactory(type="rust")
     started = clock.now() - timedelta(seconds=3)
-    execution.start(worker=worker, now=started)
-    execution.finish(exit_code=3, now=started + timedelta(milliseconds=1500))
+    start(execution, worker=worker, now=started)
+    execution.settle(status="failed", exit_code=3, now=started + timedelta(milliseconds=1500))
 
     response = wm.get(f"/api/v1/executions/{execution.id}")
     assert response.status_code == 200
@@ -286,7 +283,7 @@ def test_listing_executions_uses_a_constant_number_of_queries(wm, django_assert_
     wm.get("/api/v1/executions")
     worker = WorkerFactory()
     for execution in ExecutionFactory.create_batch(50):
-        execution.start(worker=worker, now=clock.now())
+        start(execution, worker=worker, now=clock.now())
     with django_assert_max_num_queries(2):
         response = wm.get("/api/v1/executions")
     assert len(response.json()) == 50
@@ -342,7 +339,7 @@ def test_the_log_pages_with_offset_and_limit(wm):
 
 def test_the_log_of_a_running_execution_is_never_complete(wm):
     execution = ExecutionFactory()
-    execution.start(worker=WorkerFactory(), now=clock.now())
+    start(execution, worker=WorkerFactory(), now=clock.now())
     ExecutionLogFactory(execution=execution, seq=0)
     body = wm.get(f"/api/v1/executions/{execution.id}/logs").json()
     assert len(body["logs"]) == 1
@@ -394,7 +391,7 @@ def test_it_cancels_a_queued_execution(wm):
 
 def test_cancelling_a_running_execution_asks_its_worker(wm):
     execution = ExecutionFactory()
-    execution.start(worker=WorkerFactory(), now=clock.now())
+    start(execution, worker=WorkerFactory(), now=clock.now())
     response = wm.post(f"/api/v1/executions/{execution.id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "running"
@@ -458,7 +455,7 @@ def test_an_execution_is_retried_only_once(wm):
 def test_retry_rejects_an_unfinished_execution(wm, state):
     execution = ExecutionFactory()
     if state == "running":
-        execution.start(worker=WorkerFactory(), now=clock.now())
+        start(execution, worker=WorkerFactory(), now=clock.now())
     response = wm.post(f"/api/v1/executions/{execution.id}/retry")
     assert response.status_code == 409
     assert response.json()["error"] == "invalid_transition"

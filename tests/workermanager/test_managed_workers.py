@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.choices import WorkerStatus
-from scheduler.models import Worker
 from tests.processes import wait_for
-from workermanager.choices import ExecutionStatus, ManagedWorkerStatus
-from workermanager.models import Execution, ManagedWorker
+from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, WorkerStatus
+from workermanager.models import Execution, ManagedWorker, Worker
 from workermanager.services import execution_enqueue
+from workermanager.tasks import maintain_workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -73,13 +72,16 @@ def test_delete_stops_the_process_gracefully_and_twice_is_harmless(wm, started):
     assert again.json()["stopped_at"] == stopped["stopped_at"]
 
 
-def test_status_tells_the_truth_when_the_process_died(wm, started):
+def test_the_maintenance_task_finds_a_process_that_died(wm, started):
     body = started().json()
     status = wm.get(f"/api/v1/workers/{body['id']}/status").json()
     assert status["status"] == "running"
     assert status["worker_id"] == body["worker_id"]
     os.kill(body["pid"], 9)
     wait_for(lambda: not process_running(body["pid"]))
+    # Reads never probe or write; the maintenance task (every minute) reconciles.
+    assert wm.get(f"/api/v1/workers/{body['id']}").json()["status"] == "running"
+    assert "1 managed worker(s) found dead" in maintain_workers()
     detail = wm.get(f"/api/v1/workers/{body['id']}").json()
     assert detail["status"] == "failed"
     assert "exited" in detail["failure_reason"]

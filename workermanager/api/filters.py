@@ -1,8 +1,8 @@
 from django_filters import rest_framework as filters
 
 from orchestrator.choices import CommandType
-from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger
-from workermanager.models import Execution, ManagedWorker
+from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger, WorkerStatus
+from workermanager.models import Execution, ManagedWorker, Worker
 
 
 class ExecutionFilter(filters.FilterSet):
@@ -35,4 +35,13 @@ class ManagedWorkerFilter(filters.FilterSet):
 
     class Meta:
         model = ManagedWorker
+        fields = ["status", "type"]
+
+
+class WorkerFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=WorkerStatus.choices)
+    type = filters.CharFilter(max_length=64)
+
+    class Meta:
+        model = Worker
         fields = ["status", "type"]

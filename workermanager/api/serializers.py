@@ -3,7 +3,8 @@ from rest_framework import serializers
 from hodei.api.fields import env_field, labels_field
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
-from workermanager.models import Execution, ExecutionLog, ManagedWorker
+from workermanager.models import Execution, ExecutionLog, ManagedWorker, Worker
+from workermanager.selectors import LOG_PAGE, MAX_LOG_PAGE
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -84,7 +85,10 @@ class ExecutionLogsSerializer(serializers.Serializer):
 
 class LogQuerySerializer(serializers.Serializer):
     offset = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1, default=0)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=1000)
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_LOG_PAGE, default=LOG_PAGE
+    )
+    format = serializers.ChoiceField(choices=["json", "text"], required=False, default="json")
 
 
 class ManagedWorkerSerializer(serializers.ModelSerializer):
@@ -124,3 +128,35 @@ class ManagedWorkerStatusSerializer(serializers.Serializer):
     pid = serializers.IntegerField(allow_null=True)
     host = serializers.CharField()
     last_heartbeat = serializers.DateTimeField(allow_null=True)
+
+
+class WorkerSerializer(serializers.ModelSerializer):
+    last_heartbeat = serializers.DateTimeField(source="last_heartbeat_at", read_only=True)
+
+    class Meta:
+        model = Worker
+        fields = [
+            "id",
+            "name",
+            "type",
+            "status",
+            "isolation",
+            "labels",
+            "capacity",
+            "hostname",
+            "version",
+            "pid",
+            "registered_at",
+            "last_heartbeat",
+            "stopped_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkerInputSerializer(serializers.ModelSerializer):
+    labels = labels_field(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    class Meta:
+        model = Worker
+        fields = ["name", "type", "labels", "capacity", "hostname", "version", "pid"]

@@ -1,11 +1,15 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
+from hodei.api.renderers import PlainTextRenderer
 from hodei.api.views import validated
-from workermanager import services
-from workermanager.api.filters import ExecutionFilter, ManagedWorkerFilter
+from hodei.lib import clock
+from workermanager import managed, selectors, services, workers
+from workermanager.api.filters import ExecutionFilter, ManagedWorkerFilter, WorkerFilter
 from workermanager.api.serializers import (
     ExecuteInputSerializer,
     ExecutionLogsSerializer,
@@ -14,9 +18,10 @@ from workermanager.api.serializers import (
     ManagedWorkerInputSerializer,
     ManagedWorkerSerializer,
     ManagedWorkerStatusSerializer,
+    WorkerInputSerializer,
+    WorkerSerializer,
 )
-from workermanager.choices import TERMINAL
-from workermanager.models import Execution, ManagedWorker
+from workermanager.models import Execution, ManagedWorker, Worker
 
 
 class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -37,29 +42,41 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         parameters=[
             OpenApiParameter("offset", int, description="First chunk (sequence number) to return."),
             OpenApiParameter("limit", int, description="Chunks per page (default 1000, max 5000)."),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "text"],
+                description="`text`: the whole log stored so far as text/plain (a download).",
+            ),
         ],
-        responses=ExecutionLogsSerializer,
+        responses={
+            200: OpenApiResponse(
+                ExecutionLogsSerializer, description="JSON; text/plain with format=text."
+            )
+        },
     )
-    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    @action(
+        detail=True,
+        methods=["get"],
+        pagination_class=None,
+        filter_backends=[],
+        renderer_classes=[*api_settings.DEFAULT_RENDERER_CLASSES, PlainTextRenderer],
+    )
     def logs(self, request, pk=None):
         """The execution's output in order, from ``offset``. Tail a running execution by
         calling again with ``next_offset`` until ``complete`` is true."""
         execution = self.get_object()
-        query = validated(LogQuerySerializer, request.query_params)
-        # Read the status before the chunks: a worker writes its last chunk before it
-        # settles the execution, so a terminal status seen here means no chunk is missing.
-        is_terminal = execution.status in TERMINAL
-        chunks = list(
-            execution.logs.filter(seq__gte=query["offset"]).order_by("seq")[: query["limit"]]
-        )
-        next_offset = chunks[-1].seq + 1 if chunks else query["offset"]
+        query = validated(LogQuerySerializer, request.query_params, strict=False)
+        if query["format"] == "text":
+            return _log_download(execution)
+        page = selectors.execution_log_page(execution, offset=query["offset"], limit=query["limit"])
         body = {
             "execution_id": execution.id,
-            "logs": chunks,
-            "next_offset": next_offset,
-            "complete": is_terminal and len(chunks) < query["limit"],
-            "truncated": execution.log_truncated,
-            "status": execution.status,
+            "logs": page.chunks,
+            "next_offset": page.next_offset,
+            "complete": page.complete,
+            "truncated": page.truncated,
+            "status": page.status,
         }
         return Response(ExecutionLogsSerializer(body).data)
 
@@ -78,24 +95,26 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         return Response(ExecutionSerializer(retry).data, status=status.HTTP_201_CREATED)
 
 
+def _log_download(execution: Execution) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        (chunk.message for chunk in selectors.execution_log_pages(execution)),
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'inline; filename="execution-{execution.id}.log"'
+    return response
+
+
 class ManagedWorkerViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """Worker agents that Hodei starts and stops itself (local processes by default)."""
+    """Worker agents that Hodei starts and stops itself (local processes by default).
+    Their state is reconciled with their processes by the maintenance task, every
+    minute: reading them never probes or changes anything."""
 
     queryset = ManagedWorker.objects.select_related("worker")
     serializer_class = ManagedWorkerSerializer
     filterset_class = ManagedWorkerFilter
     action_permissions = {"worker_status": "view", "destroy": "change"}
-
-    def get_object(self):
-        return services.managed_worker_refresh(managed=super().get_object())
-
-    def list(self, request, *args, **kwargs):
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        for managed in page:
-            services.managed_worker_refresh(managed=managed)
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
         request=ManagedWorkerInputSerializer,
@@ -103,34 +122,79 @@ class ManagedWorkerViewSet(
     )
     def create(self, request):
         """Start an agent and wait until it has registered (a few seconds at most)."""
-        data = validated(ManagedWorkerInputSerializer, request.data)
+        data = validated(ManagedWorkerInputSerializer, request.data, echo=ManagedWorkerSerializer)
         try:
-            managed = services.managed_worker_start(**data)
-        except services.WorkerStartFailed as exc:
+            started = managed.managed_worker_start(**data)
+        except managed.WorkerStartFailed as exc:
             body = {
                 **ManagedWorkerSerializer(exc.managed).data,
                 "error": exc.code,
                 "detail": exc.message,
             }
             return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response(ManagedWorkerSerializer(managed).data, status=status.HTTP_201_CREATED)
+        return Response(ManagedWorkerSerializer(started).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=ManagedWorkerSerializer)
     def destroy(self, request, pk=None):
         """Stop the agent gracefully; stopping a stopped worker is harmless."""
-        managed = services.managed_worker_stop(managed=self.get_object())
-        return Response(ManagedWorkerSerializer(managed).data)
+        stopped = managed.managed_worker_stop(managed=self.get_object())
+        return Response(ManagedWorkerSerializer(stopped).data)
 
     @extend_schema(responses=ManagedWorkerStatusSerializer)
     @action(detail=True, methods=["get"], url_path="status")
     def worker_status(self, request, pk=None):
-        managed = self.get_object()
+        row = self.get_object()
         body = {
-            "id": managed.id,
-            "status": managed.status,
-            "worker_id": managed.worker_id,
-            "pid": managed.pid,
-            "host": managed.host,
-            "last_heartbeat": managed.worker.last_heartbeat_at if managed.worker else None,
+            "id": row.id,
+            "status": row.status,
+            "worker_id": row.worker_id,
+            "pid": row.pid,
+            "host": row.host,
+            "last_heartbeat": row.worker.last_heartbeat_at if row.worker else None,
         }
         return Response(ManagedWorkerStatusSerializer(body).data)
+
+
+class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The registry of every agent that can run work (served on the scheduler's port)."""
+
+    queryset = Worker.objects.all()
+    serializer_class = WorkerSerializer
+    filterset_class = WorkerFilter
+    action_permissions = {"heartbeat": "change", "drain": "change", "undrain": "change"}
+
+    @extend_schema(
+        request=WorkerInputSerializer,
+        responses={201: WorkerSerializer, 200: WorkerSerializer},
+        description="Register a worker. Registering a name that exists re-registers that "
+        "worker (200) instead of creating a new one (201).",
+    )
+    def create(self, request):
+        worker, created = workers.worker_register(
+            **validated(WorkerInputSerializer, request.data, echo=WorkerSerializer)
+        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(WorkerSerializer(worker).data, status=code)
+
+    @extend_schema(request=None, responses=WorkerSerializer)
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request, pk=None):
+        worker = self.get_object()
+        worker.heartbeat(now=clock.now())
+        return Response(WorkerSerializer(worker).data)
+
+    @extend_schema(request=None, responses=WorkerSerializer)
+    @action(detail=True, methods=["post"])
+    def drain(self, request, pk=None):
+        """Stop giving it new work; it finishes what it runs. 409 unless it is online."""
+        worker = self.get_object()
+        worker.drain()
+        return Response(WorkerSerializer(worker).data)
+
+    @extend_schema(request=None, responses=WorkerSerializer)
+    @action(detail=True, methods=["post"])
+    def undrain(self, request, pk=None):
+        """Give a draining worker new work again. 409 unless it is draining."""
+        worker = self.get_object()
+        worker.undrain()
+        return Response(WorkerSerializer(worker).data)

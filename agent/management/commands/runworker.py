@@ -3,6 +3,7 @@ import logging
 from django.core.management.base import BaseCommand, CommandError
 
 from agent.loop import Agent, AgentConfig
+from agent.transport_db import DatabaseTransport
 from orchestrator.models import worker_type_validator
 from telemetry.tracing import setup_tracing
 
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be between 1 and 1024")
         logging.getLogger("hodei").setLevel(logging.INFO)
         setup_tracing("agent")
-        config = AgentConfig.from_settings(
+        config = AgentConfig.from_env(
             type=options["type"],
             name=options["name"],
             concurrency=options["concurrency"],
@@ -50,10 +51,6 @@ class Command(BaseCommand):
             poll_seconds=options["poll_seconds"],
             shutdown_grace_seconds=options["shutdown_grace_seconds"],
         )
-        agent = Agent(config)
+        agent = Agent(config, DatabaseTransport())
         agent.install_signal_handlers()
-        agent.register()
-        # Managed-worker providers wait for this line to learn which Worker row it is.
-        self.stdout.write(f"hodei-agent registered worker_id={agent.worker.id}")
-        self.stdout.flush()
         agent.run()

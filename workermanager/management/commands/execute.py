@@ -1,11 +1,11 @@
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from hodei.exceptions import HodeiError
+from hodei.lib.lookup import by_id_or_prefix
 from orchestrator.choices import CommandType
 from orchestrator.models import Job
-from workermanager.choices import LogStream, Trigger
-from workermanager.follow import exit_status, follow
+from workermanager.choices import Trigger
+from workermanager.follow import exit_status, follow_and_report
 from workermanager.services import execution_enqueue
 
 
@@ -17,20 +17,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--command", dest="shell_command", default=None)
-        parser.add_argument("--job", default=None, help="Job id; supplies the defaults.")
+        parser.add_argument(
+            "--job", default=None, help="Job id (or its first 8+ characters); supplies defaults."
+        )
         parser.add_argument("--type", choices=CommandType.values, default=None)
         parser.add_argument("--worker-type", default=None)
         parser.add_argument("--timeout", type=int, default=None, help="Seconds.")
         parser.add_argument("--follow", action="store_true")
 
     def handle(self, *args, shell_command, job, type, worker_type, timeout, follow, **options):
-        job_obj = None
-        if job:
-            try:
-                job_obj = Job.objects.get(pk=job)
-            except (Job.DoesNotExist, ValidationError) as exc:
-                raise CommandError(f"No job {job!r}.") from exc
         try:
+            job_obj = by_id_or_prefix(Job.objects.all(), job) if job else None
             execution = execution_enqueue(
                 job=job_obj,
                 command=shell_command,
@@ -47,17 +44,3 @@ class Command(BaseCommand):
         self.stderr.write(f"execution {execution.id} queued")
         execution = follow_and_report(self, execution)
         raise SystemExit(exit_status(execution))
-
-
-def follow_and_report(command: BaseCommand, execution):
-    def emit(stream: str, text: str) -> None:
-        target = command.stderr if stream == LogStream.STDERR else command.stdout
-        target.write(text, ending="")
-        target.flush()
-
-    execution = follow(execution, emit=emit)
-    suffix = f" ({execution.error})" if execution.error else ""
-    command.stderr.write(
-        f"execution {execution.id} {execution.status}, exit code {execution.exit_code}{suffix}"
-    )
-    return execution

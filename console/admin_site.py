@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from hodei import dashboard
+from console import dashboard
 
 
 class HodeiAdminSite(admin.AdminSite):

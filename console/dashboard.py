@@ -6,31 +6,12 @@ from datetime import datetime, timedelta
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 
+from hodei.admin_tools import STATUS_COLOURS
 from hodei.lib import clock
-from scheduler.models import Worker
+from workermanager import selectors
 from workermanager.choices import TERMINAL, ExecutionStatus
 from workermanager.models import Execution
 
-# Colours shared by the badges, the legend and the chart.
-STATUS_COLOURS = {
-    "queued": "#8a8f98",
-    "running": "#2f80ed",
-    "succeeded": "#27ae60",
-    "failed": "#eb5757",
-    "timed_out": "#f2994a",
-    "cancelled": "#9b51e0",
-    "lost": "#4f4f4f",
-    # Managed workers and schedules reuse the palette.
-    "starting": "#8a8f98",
-    "stopping": "#f2994a",
-    "stopped": "#8a8f98",
-    "scheduled": "#2f80ed",
-    "paused": "#f2994a",
-    "completed": "#27ae60",
-    "online": "#27ae60",
-    "draining": "#f2994a",
-    "offline": "#8a8f98",
-}
 CHART_STATUSES = ["succeeded", "failed", "timed_out", "cancelled", "lost"]
 
 
@@ -51,13 +32,14 @@ def build(now: datetime | None = None) -> dict:
     finished = sum(n for status, n in by_status.items() if status in TERMINAL)
     succeeded = by_status.get(ExecutionStatus.SUCCEEDED, 0)
 
-    queued = Execution.objects.filter(status=ExecutionStatus.QUEUED)
-    oldest = queued.order_by("id").values_list("created_at", flat=True).first()
-
-    workers = {"online": 0, "stale": 0, "offline": 0}
-    for worker in Worker.objects.only("status", "last_heartbeat_at"):
-        liveness = worker.liveness(now=now)
-        workers["online" if liveness == "draining" else liveness] += 1
+    queue = selectors.queue_by_worker_type()
+    oldest = min((q.oldest_created_at for q in queue), default=None)
+    liveness = selectors.workers_by_liveness(now=now)
+    workers = {
+        "online": liveness["online"] + liveness["draining"],
+        "stale": liveness["stale"],
+        "offline": liveness["offline"],
+    }
 
     return {
         "outcomes": [
@@ -66,7 +48,7 @@ def build(now: datetime | None = None) -> dict:
         ],
         "total_24h": sum(by_status.values()),
         "success_rate": round(100 * succeeded / finished, 1) if finished else None,
-        "queue_depth": queued.count(),
+        "queue_depth": sum(q.queued for q in queue),
         "oldest_queued_age": (now - oldest) if oldest else None,
         "workers": workers,
         "chart": _hourly_chart(recent, now=now),

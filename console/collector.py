@@ -1,16 +1,13 @@
 """The /metrics view's domain part: shared series from the database, and state gauges
 computed at scrape time."""
 
-from django.db.models import Count, Min
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from hodei.lib import clock
-from scheduler.models import Worker
 from telemetry.metrics import METRICS
 from telemetry.models import MetricValue
-from workermanager.choices import ExecutionStatus
-from workermanager.models import Execution
+from workermanager import selectors
 
 
 def _parse_labels(text: str) -> dict:
@@ -66,26 +63,17 @@ class DomainCollector:
             "Age of the oldest queued execution, per worker type.",
             labels=["worker_type"],
         )
-        rows = (
-            Execution.objects.filter(status=ExecutionStatus.QUEUED)
-            .values_list("worker_type")
-            .annotate(n=Count("id"), oldest=Min("created_at"))
-            .order_by()
-        )
-        for worker_type, n, oldest in rows:
-            depth.add_metric([worker_type], n)
-            age.add_metric([worker_type], max(0.0, (now - oldest).total_seconds()))
+        for queue in selectors.queue_by_worker_type():
+            depth.add_metric([queue.worker_type], queue.queued)
+            age.add_metric(
+                [queue.worker_type], max(0.0, (now - queue.oldest_created_at).total_seconds())
+            )
         running = GaugeMetricFamily(
             "hodei_executions_running",
             "Running executions, per worker type.",
             labels=["worker_type"],
         )
-        for worker_type, n in (
-            Execution.objects.filter(status=ExecutionStatus.RUNNING)
-            .values_list("worker_type")
-            .annotate(n=Count("id"))
-            .order_by()
-        ):
+        for worker_type, n in selectors.running_by_worker_type().items():
             running.add_metric([worker_type], n)
         yield depth
         yield age
@@ -93,9 +81,7 @@ class DomainCollector:
 
     def _worker_gauges(self):
         now = clock.now()
-        counts = dict.fromkeys(("online", "stale", "draining", "offline"), 0)
-        for worker in Worker.objects.only("status", "last_heartbeat_at"):
-            counts[worker.liveness(now=now)] += 1
+        counts = selectors.workers_by_liveness(now=now)
         family = GaugeMetricFamily(
             "hodei_workers",
             "Registered workers by status (stale: online but its heartbeat is late).",

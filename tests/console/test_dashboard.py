@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 
 from accounts.roles import OPERATORS, VIEWERS
-from hodei import dashboard
+from console import dashboard
 from hodei.lib import clock
 from tests.factories import ExecutionFactory, UserFactory, WorkerFactory, logged_in, role_user
 from workermanager.choices import ExecutionStatus
@@ -69,6 +69,9 @@ def test_figures(history, workers, now):
         "timed_out": 1,
         "cancelled": 1,
         "lost": 1,
+        "pending": 0,
+        "skipped": 0,
+        "expired": 0,
     }
     assert d["total_24h"] == 11
     assert d["success_rate"] == 37.5  # 3 of the 8 finished

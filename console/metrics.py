@@ -8,7 +8,7 @@ from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, Pe
 from rest_framework.request import Request
 
 from accounts.authentication import BearerTokenAuthentication
-from telemetry.collector import DomainCollector
+from console.collector import DomainCollector
 
 _domain = CollectorRegistry(auto_describe=False)
 _domain.register(DomainCollector())

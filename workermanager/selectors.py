@@ -1,0 +1,109 @@
+"""Reads of executions and workers that several interfaces share (the API, the admin,
+the CLI, the dashboard, /metrics): each rule written once."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Min
+
+from workermanager.choices import TERMINAL, ExecutionStatus
+from workermanager.models import Execution, ExecutionLog, Worker
+
+LOG_PAGE = 1000  # chunks per page of a log, for every reader
+MAX_LOG_PAGE = 5000
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Chunks of an execution's output from an offset, and whether that is all of it."""
+
+    execution: Execution
+    chunks: list[ExecutionLog]
+    offset: int
+    next_offset: int
+    complete: bool
+
+    @property
+    def status(self) -> str:
+        return self.execution.status
+
+    @property
+    def truncated(self) -> bool:
+        return self.execution.log_truncated
+
+
+def execution_log_page(execution: Execution, *, offset: int = 0, limit: int = LOG_PAGE) -> LogPage:
+    """The chunks with ``seq >= offset`` in order, at most ``limit``. ``complete`` once
+    the execution has ended and nothing is left to read: tail a running execution by
+    asking again from ``next_offset`` until then."""
+    # The status before the chunks: a worker stores its last chunk before it settles the
+    # execution, so a terminal status read first means no chunk can be missing below.
+    execution.refresh_from_db(
+        fields=[
+            "status",
+            "exit_code",
+            "error",
+            "log_truncated",
+            "worker",
+            "started_at",
+            "finished_at",
+            "cancel_requested",
+        ]
+    )
+    is_terminal = execution.status in TERMINAL
+    chunks = list(execution.logs.filter(seq__gte=offset).order_by("seq")[:limit])
+    return LogPage(
+        execution=execution,
+        chunks=chunks,
+        offset=offset,
+        next_offset=chunks[-1].seq + 1 if chunks else offset,
+        complete=is_terminal and len(chunks) < limit,
+    )
+
+
+def execution_log_pages(execution: Execution):
+    """Every chunk of a finished or running execution's log, page by page (for a whole
+    download): reads what is stored now, without waiting for more."""
+    offset = 0
+    while True:
+        page = execution_log_page(execution, offset=offset, limit=MAX_LOG_PAGE)
+        yield from page.chunks
+        if len(page.chunks) < MAX_LOG_PAGE:
+            return
+        offset = page.next_offset
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    worker_type: str
+    queued: int
+    oldest_created_at: datetime | None
+
+
+def queue_by_worker_type() -> list[QueueFigures]:
+    """Queued executions and the oldest one's creation time, per worker type."""
+    rows = (
+        Execution.objects.filter(status=ExecutionStatus.QUEUED)
+        .values_list("worker_type")
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+        .order_by()
+    )
+    return [QueueFigures(t, n, oldest) for t, n, oldest in rows]
+
+
+def running_by_worker_type() -> dict[str, int]:
+    rows = (
+        Execution.objects.filter(status=ExecutionStatus.RUNNING)
+        .values_list("worker_type")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def workers_by_liveness(*, now: datetime) -> dict[str, int]:
+    """How many workers are online, draining, stale and offline (Worker.liveness)."""
+    counts = dict.fromkeys(("online", "draining", "stale", "offline"), 0)
+    for worker in Worker.objects.only("status", "last_heartbeat_at"):
+        counts[worker.liveness(now=now)] += 1
+    return counts
