@@ -8,7 +8,8 @@ OPERATOR_ACTIONS = {
     ("orchestrator", "pipeline"): ("add", "change", "delete", "view"),
     ("orchestrator", "job"): ("add", "change", "delete", "view"),
     ("scheduler", "schedule"): ("add", "change", "delete", "view"),
-    ("scheduler", "schedulefire"): ("view",),
+    # delete: a schedule's history goes with it (deleting a job with its schedules).
+    ("scheduler", "schedulefire"): ("delete", "view"),
     ("workermanager", "worker"): ("add", "change", "view"),
     ("workermanager", "managedworker"): ("add", "change", "view"),
     ("workermanager", "execution"): ("add", "change", "view"),

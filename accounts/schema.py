@@ -11,5 +11,8 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "An API token from `manage.py createtoken USERNAME`.",
+            "description": (
+                "An API token: `hodei createtoken USER --role operator` (or viewer), or the "
+                "one `make run` keeps in var/admin-credentials."
+            ),
         }

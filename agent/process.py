@@ -7,12 +7,11 @@ import subprocess
 import tempfile
 import time
 
-from orchestrator.choices import CommandType
-
+# orchestrator.choices.CommandType -> its interpreter (this module runs without Django).
 INTERPRETERS = {
-    CommandType.BASH: ["bash", "-c"],
-    CommandType.SH: ["sh", "-c"],
-    CommandType.PYTHON: ["python3", "-c"],
+    "bash": ["bash", "-c"],
+    "sh": ["sh", "-c"],
+    "python": ["python3", "-c"],
 }
 
 # The agent's own environment holds secrets (DATABASE_URL, SECRET_KEY): a command gets

@@ -1,9 +1,8 @@
-"""Pieces every app's admin shares: a paginator that never counts huge tables, the status
-palette and its badges."""
+"""Pieces every app's admin shares: a paginator that never counts huge tables, and the
+status palette (its pills are hodei.templatetags.hodei.status_pill)."""
 
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
-from django.utils.html import format_html
 
 COUNT_LIMIT = 10_000
 
@@ -44,11 +43,3 @@ class CappedCountPaginator(Paginator):
             return query.order_by()[: COUNT_LIMIT + 1].count()
         except (AttributeError, TypeError):
             return len(query)
-
-
-def status_badge(status: str):
-    return format_html(
-        '<span class="hodei-badge" style="background:{}">{}</span>',
-        STATUS_COLOURS.get(status, "#8a8f98"),
-        status,
-    )

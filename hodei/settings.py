@@ -49,6 +49,7 @@ if HODEI_SERVICE not in HODEI_SERVICES:
 ROOT_URLCONF = f"hodei.urls.{HODEI_SERVICE}"
 
 INSTALLED_APPS = [
+    "hodei",
     "console.apps.HodeiAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -171,12 +172,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "bearerAuth": {"type": "http", "scheme": "bearer"},
-        }
-    },
-    "SECURITY": [{"bearerAuth": []}],
+    # The bearer scheme comes from accounts.schema (the token authentication's extension).
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
     "ENUM_NAME_OVERRIDES": {},
 }
 
@@ -192,7 +189,6 @@ HODEI_LOG_FLUSH_BYTES = env_int("HODEI_LOG_FLUSH_BYTES", 64 * 1024, minimum=1024
 HODEI_KILL_GRACE_SECONDS = env_float("HODEI_KILL_GRACE_SECONDS", 5.0, minimum=0)
 HODEI_SHUTDOWN_GRACE_SECONDS = env_float("HODEI_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
 HODEI_TIMEOUT_GRACE_SECONDS = env_float("HODEI_TIMEOUT_GRACE_SECONDS", 30.0, minimum=0)
-HODEI_DEFAULT_WORKER_TYPE = env_str("HODEI_DEFAULT_WORKER_TYPE", "default")
 HODEI_WORKER_START_TIMEOUT_SECONDS = env_float(
     "HODEI_WORKER_START_TIMEOUT_SECONDS", 10.0, minimum=0.5
 )
@@ -214,7 +210,8 @@ Q_CLUSTER = {
     "save_limit": 50,
     "ack_failures": True,
     "poll": 0.1,
-    "label": "Task queue",
+    # The admin's heading for django-q2's own pages (superusers only, read-only).
+    "label": "Internals: task queue",
 }
 
 LOG_LEVEL = env_str("HODEI_LOG_LEVEL", "INFO")

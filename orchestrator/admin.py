@@ -1,11 +1,9 @@
 from django import forms
 from django.contrib import admin
 from django.db.models import Count
-from django.urls import reverse
-from django.utils.html import format_html
 
-from hodei.admin_tools import status_badge
 from hodei.exceptions import InvalidInput
+from hodei.templatetags.hodei import status_pill
 from orchestrator import services
 from orchestrator.choices import PipelineStatus
 from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
@@ -32,7 +30,7 @@ class PipelineAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
 
     def get_queryset(self, request):
         # One query for the page, not one COUNT per row.
@@ -61,6 +59,13 @@ class PipelineAdmin(admin.ModelAdmin):
             # Through the service, as the API (and as the job's own page).
             services.job_update(job=job, **{name: getattr(job, name) for name in changed})
         formset.save_m2m()
+
+    def delete_model(self, request, obj):
+        services.pipeline_delete(pipeline=obj, cascade=True)
+
+    def delete_queryset(self, request, queryset):
+        for pipeline in queryset:
+            services.pipeline_delete(pipeline=pipeline, cascade=True)
 
     @admin.action(description="Archive selected pipelines", permissions=["change"])
     def archive_selected(self, request, queryset):
@@ -106,9 +111,9 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("name", "command", "pipeline__name")
     # Autocomplete, not a <select> of every job: the page stays light with 10^3+ jobs.
     autocomplete_fields = ("pipeline", "depends_on")
-    readonly_fields = ("status", "executions_link", "secret_env_masked")
+    readonly_fields = ("status_badge", "secret_env_masked")
     fieldsets = (
-        (None, {"fields": ("pipeline", "name", "description", "status", "executions_link")}),
+        (None, {"fields": ("pipeline", "name", "description", "status_badge")}),
         (
             "Command",
             {"fields": ("command", "type", "worker_type", "labels", "env", "secret_env_masked")},
@@ -134,7 +139,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="last status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = self.get_object(request, object_id)
@@ -152,12 +157,13 @@ class JobAdmin(admin.ModelAdmin):
         # Secret values are never shown, here or in the API; set them through the API.
         return ", ".join(f"{key}=********" for key in obj.secret_env) or "–"
 
-    @admin.display(description="executions")
-    def executions_link(self, obj):
-        if not obj.pk:
-            return "–"
-        url = reverse("admin:workermanager_execution_changelist") + f"?job__id__exact={obj.pk}"
-        return format_html('<a href="{}">executions of this job</a>', url)
+    def delete_model(self, request, obj):
+        # The confirmation page listed the schedules that go with it: that is the ask.
+        services.job_delete(job=obj, cascade=True)
+
+    def delete_queryset(self, request, queryset):
+        for job in queryset:
+            services.job_delete(job=job, cascade=True)
 
     def save_related(self, request, form, formsets, change):
         # depends_on goes through the service, which locks and checks it again.

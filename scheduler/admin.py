@@ -1,14 +1,16 @@
 from django import forms
 from django.contrib import admin, messages
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from hodei.admin_tools import status_badge
 from hodei.exceptions import HodeiError, InvalidInput
 from hodei.lib import clock
+from hodei.templatetags.hodei import moment, relative, status_pill
 from scheduler import services
-from scheduler.cron import CronError, next_fire_times, validate_cron
+from scheduler.choices import FireOutcome
+from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
 from scheduler.models import Schedule, ScheduleFire
 
 
@@ -71,26 +73,61 @@ class LatestFiresFormSet(forms.BaseInlineFormSet):
         return self._latest
 
 
+# How each outcome reads in the history (the choices' values are for the API).
+OUTCOME_TEXT = {
+    FireOutcome.FIRED: "fired",
+    FireOutcome.SKIPPED_OVERLAP: "skipped: previous run still active",
+    FireOutcome.REPLACED: "fired, replacing the previous run",
+    FireOutcome.MISSED: "missed while no scheduler ran",
+    FireOutcome.CAUGHT_UP: "covered by a catch-up run",
+}
+
+
 class ScheduleFireInline(admin.TabularInline):
     model = ScheduleFire
     formset = LatestFiresFormSet
-    fields = ("slot_at", "outcome", "execution", "lag", "is_manual", "detail")
+    fields = ("slot", "what_happened", "execution_link", "lag", "kind", "detail")
     readonly_fields = fields
     can_delete = False
     extra = 0
     max_num = 0
     ordering = ("-slot_at",)
+    verbose_name = "slot"
     verbose_name_plural = f"History (latest {HISTORY_ROWS} slots)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("execution")
+        return super().get_queryset(request).select_related("execution", "schedule")
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="slot")
+    def slot(self, obj):
+        return moment(obj.slot_at, tz=obj.schedule.timezone) if obj.pk else ""
+
+    @admin.display(description="what happened")
+    def what_happened(self, obj):
+        return OUTCOME_TEXT.get(obj.outcome, obj.outcome) if obj.pk else ""
+
+    @admin.display(description="execution")
+    def execution_link(self, obj):
+        if not obj.execution_id:
+            return "–"
+        url = reverse("admin:workermanager_execution_change", args=[obj.execution_id])
+        return format_html(
+            '<a href="{}">{}</a> {}',
+            url,
+            str(obj.execution_id)[:13],
+            status_pill(obj.execution.status),
+        )
+
     @admin.display(description="lag")
     def lag(self, obj):
         return f"{obj.lag_ms} ms" if obj.pk else ""
+
+    @admin.display(description="kind")
+    def kind(self, obj):
+        return "run now" if obj.is_manual else "scheduled slot"
 
 
 @admin.register(Schedule)
@@ -99,12 +136,11 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_display = (
         "__str__",
         "job",
-        "cron",
-        "timezone",
+        "when",
         "status_badge",
+        "next_run",
+        "last_run",
         "overlap_policy",
-        "last_run_at",
-        "next_run_at",
     )
     list_filter = ("status", "overlap_policy", "misfire_policy")
     list_select_related = ("job",)
@@ -112,21 +148,34 @@ class ScheduleAdmin(admin.ModelAdmin):
     raw_id_fields = ("job",)
     actions = ("enable_selected", "pause_selected", "run_now")
     inlines = [ScheduleFireInline]
-    readonly_fields = ("status", "last_run_at", "next_run_at", "upcoming")
+    readonly_fields = ("status_badge", "last_run", "next_run")
     change_form_template = "admin/scheduler/schedule/change_form.html"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
 
-    @admin.display(description="next five fire times (UTC)")
-    def upcoming(self, obj):
-        times = services.schedule_upcoming(obj) if obj.pk else []
-        if not times:
-            return "–"
-        return format_html_join(
-            "", '<div class="hodei-upcoming">{}</div>', ((t.isoformat(),) for t in times)
-        )
+    @admin.display(description="when")
+    def when(self, obj):
+        what = obj.cron or f"once at {obj.schedule_time:%Y-%m-%d %H:%M:%S}"
+        return format_html("<code>{}</code> {}", what, obj.timezone)
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run(self, obj):
+        return moment(obj.next_run_at, tz=obj.timezone, compact=True)
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, obj):
+        return moment(obj.last_run_at, tz=obj.timezone, compact=True)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        initial.setdefault("enabled", True)
+        return initial
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"can_run": self.has_change_permission(request)}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def save_model(self, request, obj, form, change):
         """Through the services, as the API: the django-q2 row follows every change."""
@@ -161,18 +210,52 @@ class ScheduleAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.preview_view),
                 name="scheduler_schedule_preview",
             ),
+            path(
+                "<uuid:schedule_id>/run/",
+                self.admin_site.admin_view(self.run_view),
+                name="scheduler_schedule_run",
+            ),
             *super().get_urls(),
         ]
 
     def preview_view(self, request):
-        """The next five fire times of a cron in a timezone, for the form (before saving)."""
+        """The next five fire times of a cron in a timezone, in that timezone and in UTC,
+        for the form (as it is typed, and as it is saved)."""
         cron = request.GET.get("cron", "")
         tz = request.GET.get("timezone") or "UTC"
         try:
             times = next_fire_times(validate_cron(cron), tz, after=clock.now(), count=5)
         except CronError as exc:
             return JsonResponse({"error": str(exc)}, status=400)
-        return JsonResponse({"upcoming": [t.isoformat() for t in times]})
+        zone = parse_timezone(tz)
+        return JsonResponse(
+            {
+                "timezone": tz,
+                "upcoming": [
+                    {
+                        "local": t.astimezone(zone).strftime("%a %Y-%m-%d %H:%M:%S %Z"),
+                        "utc": t.strftime("%H:%M:%S UTC"),
+                        "relative": relative(t),
+                        "at": t.isoformat(),
+                    }
+                    for t in times
+                ],
+            }
+        )
+
+    def run_view(self, request, schedule_id):
+        """Run now (the schedule page's button): fire it outside its slots, under its
+        overlap policy, and go to the execution it queued."""
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise Http404
+        schedule = get_object_or_404(Schedule, pk=schedule_id)
+        fire = services.schedule_run_now(schedule=schedule)
+        if fire is not None and fire.execution_id:
+            self.message_user(request, f"{schedule}: run queued.", messages.SUCCESS)
+            return redirect("admin:workermanager_execution_change", fire.execution_id)
+        outcome = OUTCOME_TEXT.get(fire.outcome, fire.outcome) if fire else "nothing to do"
+        self.message_user(request, f"{schedule}: {outcome}.", messages.WARNING)
+        return redirect("admin:scheduler_schedule_change", schedule.pk)
 
     @admin.action(description="Enable (resume) selected schedules", permissions=["change"])
     def enable_selected(self, request, queryset):
@@ -205,5 +288,5 @@ class ScheduleAdmin(admin.ModelAdmin):
                     format_html('{}: queued <a href="{}">{}</a>', schedule, url, fire.execution_id),
                 )
             else:
-                outcome = fire.outcome if fire else "nothing to do"
+                outcome = OUTCOME_TEXT.get(fire.outcome, fire.outcome) if fire else "nothing to do"
                 self.message_user(request, f"{schedule}: {outcome}", messages.WARNING)

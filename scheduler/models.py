@@ -141,7 +141,7 @@ class ScheduleFire(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.schedule_id} {self.slot_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+        return f"slot {self.slot_at:%Y-%m-%d %H:%M:%S} UTC"
 
     @property
     def lag_ms(self) -> int:

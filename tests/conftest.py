@@ -13,11 +13,12 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.models import token_create
+from accounts.roles import OPERATORS, VIEWERS
 from agent.loop import Agent, AgentConfig
 from agent.transport_db import DatabaseTransport
 from hodei.lib.env import database_url_from_settings
 from telemetry import metrics
-from tests.factories import UserFactory
+from tests.factories import UserFactory, logged_in, role_user
 
 
 class ServiceClient(APIClient):
@@ -58,6 +59,23 @@ def sched(admin_user) -> ServiceClient:
 @pytest.fixture
 def wm(admin_user) -> ServiceClient:
     return client_for("workermanager", admin_user)
+
+
+@pytest.fixture
+def operator_user(db):
+    return role_user(OPERATORS)
+
+
+@pytest.fixture
+def operator(operator_user):
+    """An admin session of a user in the operators group."""
+    return logged_in(operator_user)
+
+
+@pytest.fixture
+def viewer(db):
+    """An admin session of a user in the viewers group."""
+    return logged_in(role_user(VIEWERS))
 
 
 @pytest.fixture

@@ -179,6 +179,19 @@ def admin_form_data(response, **overrides) -> dict:
     return data
 
 
+def change_url(obj) -> str:
+    """The admin page of ``obj``."""
+    from django.urls import reverse
+
+    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def action(client, url, name, objects, **extra):
+    """Run the admin action ``name`` of the changelist at ``url`` on ``objects``."""
+    data = {"action": name, "_selected_action": [str(o.pk) for o in objects], **extra}
+    return client.post(url, data, follow=True)
+
+
 def messages_of(response) -> list[str]:
     """The texts of the messages shown on a (followed) admin response."""
     return [str(m) for m in response.context["messages"]]

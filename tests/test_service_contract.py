@@ -236,3 +236,46 @@ def test_health_is_503_when_the_database_is_unreachable():
         assert body["status"] == "unhealthy"
         assert body["service"] == "orchestrator"
         assert body["version"] == __version__
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_landing_page_links_everything_an_operator_needs(service):
+    response = ServiceClient(service).get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "http://127.0.0.1:8080/admin/" in html
+    for port in (8080, 8081, 8082):
+        for path in ("swagger-ui", "openapi.json", "health", "metrics"):
+            assert f"http://127.0.0.1:{port}/{path}" in html, (port, path)
+    assert "admin-credentials" in html and "createtoken" in html
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_operations_are_grouped_by_resource_and_take_the_bearer_token(service):
+    schema = ServiceClient(service).get("/openapi.json").json()
+    tags = {tag for item in schema["paths"].values() for op in item.values() for tag in op["tags"]}
+    assert "api" not in tags
+    assert tags <= {
+        "pipelines",
+        "jobs",
+        "schedules",
+        "workers",
+        "executions",
+        "managed workers",
+        "runs",
+        "agent",
+        "pools",
+        "webhooks",
+        "events",
+    }, tags
+    assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for item in schema["paths"].values():
+        for operation in item.values():
+            assert operation["security"].count({"bearerAuth": []}) == 1
+
+
+def test_the_browsable_api_is_titled_hodei(admin_user):
+    client = ServiceClient("orchestrator")
+    client.force_login(admin_user)
+    html = client.get("/api/v1/jobs", HTTP_ACCEPT="text/html").content.decode()
+    assert "<title>" in html and "Hodei API" in html and "Django REST framework" not in html

@@ -3,20 +3,25 @@ import uuid
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from hodei.admin_tools import STATUS_COLOURS, CappedCountPaginator, status_badge
+from hodei.admin_tools import CappedCountPaginator
 from hodei.exceptions import HodeiError
 from hodei.lib import clock
 from hodei.lib.lookup import id_prefix_range
-from hodei.templatetags.hodei import hodei_duration
+from hodei.templatetags.hodei import hodei_duration, hodei_ms, moment, status_pill
 from orchestrator.models import Job
 from workermanager import managed, selectors, services
 from workermanager.choices import ACTIVE, MANAGED_LIVE, ExecutionStatus, Trigger
 from workermanager.models import Execution, ManagedWorker, Worker
+
+NO_SANDBOX = (
+    "Its commands run unsandboxed, as the agent's own user: they can read its environment "
+    "and files and signal it. See docs/security.md."
+)
 
 
 class OperatePermissionMixin:
@@ -47,17 +52,16 @@ class WorkerTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Execution)
 class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
+    # What an operator looks for first; the rest is on the execution's page.
     list_display = (
         "short_id",
         "status_badge",
         "job_link",
         "command_preview",
         "worker",
-        "trigger",
-        "attempt",
-        "exit_code",
+        "started",
         "duration",
-        "created_at",
+        "exit_code",
     )
     list_select_related = ("job", "worker")
     list_filter = ("status", "type", "trigger", WorkerTypeFilter)
@@ -85,17 +89,17 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         "timeout_seconds",
         "exit_code",
         "error",
-        "worker",
+        "worker_link",
         "attempt",
         "retry_of_link",
         "trigger",
         "schedule",
         "scheduled_for",
         "cancel_requested",
-        "created_at",
-        "available_at",
-        "started_at",
-        "finished_at",
+        "created",
+        "available",
+        "started",
+        "finished",
         "duration",
         "log_bytes",
         "log_truncated",
@@ -106,11 +110,12 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             None,
             {"fields": ("id", "status_badge", "job_link", "command", "type", "exit_code", "error")},
         ),
+        ("Times", {"fields": ("created", "available", "started", "finished", "duration")}),
         (
             "Run",
             {
                 "fields": (
-                    "worker",
+                    "worker_link",
                     "worker_type",
                     "trigger",
                     "attempt",
@@ -122,10 +127,6 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
                     "cancel_requested",
                 )
             },
-        ),
-        (
-            "Times",
-            {"fields": ("created_at", "available_at", "started_at", "finished_at", "duration")},
         ),
         (
             "Output and tracing",
@@ -174,7 +175,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
 
     @admin.display(description="job", ordering="job")
     def job_link(self, obj):
@@ -182,6 +183,13 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             return "–"
         url = reverse("admin:orchestrator_job_change", args=[obj.job_id])
         return format_html('<a href="{}">{}</a>', url, obj.job)
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_link(self, obj):
+        if obj.worker_id is None:
+            return "–"
+        url = reverse("admin:workermanager_worker_change", args=[obj.worker_id])
+        return format_html('<a href="{}">{}</a>', url, obj.worker)
 
     @admin.display(description="retry of")
     def retry_of_link(self, obj):
@@ -193,14 +201,27 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     @admin.display(description="command")
     def command_preview(self, obj):
         text = obj.command.strip().splitlines()[0] if obj.command.strip() else "(empty)"
-        return text[:60] + ("…" if len(text) > 60 or "\n" in obj.command.strip() else "")
+        return format_html('<code class="hodei-command" title="{}">{}</code>', obj.command, text)
 
     @admin.display(description="duration")
     def duration(self, obj):
-        ms = obj.duration_ms
-        if ms is None:
-            return "–"
-        return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+        return hodei_ms(obj.duration_ms)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return moment(obj.created_at)
+
+    @admin.display(description="not before")
+    def available(self, obj):
+        return moment(obj.available_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj):
+        return moment(obj.started_at, compact=True)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj):
+        return moment(obj.finished_at)
 
     # -- actions -------------------------------------------------------------------
 
@@ -240,6 +261,11 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
                 name=f"{prefix}_tail",
             ),
             path(
+                "<path:object_id>/log.txt",
+                self.admin_site.admin_view(self.download_view),
+                name=f"{prefix}_download",
+            ),
+            path(
                 "<path:object_id>/operate/<str:operation>/",
                 self.admin_site.admin_view(self.operate_view),
                 name=f"{prefix}_operate",
@@ -259,36 +285,60 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             # A long log shows its first page here; the poller fetches the rest.
             page = selectors.execution_log_page(execution)
             extra = {
-                "log_chunks": page.chunks,
+                "log_chunks": [_chunk(c) for c in page.chunks],
                 "log_next_offset": page.next_offset,
-                "is_terminal": execution.status not in ACTIVE,
                 "log_complete": page.complete,
+                "state": self._state(execution, page),
                 "can_operate": self.has_operate_permission(request),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
+    def _state(self, execution: Execution, page) -> dict:
+        """Everything on the execution's page that changes while it runs."""
+        active = execution.status in ACTIVE
+        return {
+            "status": execution.status,
+            "status_html": status_pill(execution.status),
+            "exit_code": execution.exit_code,
+            "error": execution.error,
+            "duration": self.duration(execution),
+            "worker_html": self.worker_link(execution),
+            "started_html": moment(execution.started_at),
+            "finished_html": moment(execution.finished_at),
+            "cancel_requested": execution.cancel_requested,
+            "can_cancel": active,
+            "can_retry": not active,
+            "next_offset": page.next_offset,
+            "complete": page.complete,
+        }
+
     def tail_view(self, request, object_id):
-        """The log from ``offset`` and the current state, for the detail page's poller."""
+        """The log from ``offset`` and the page's live state, for the detail page's poller."""
         if not self.has_view_or_change_permission(request):
             raise Http404
-        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        execution = get_object_or_404(
+            Execution.objects.select_related("worker"), pk=self._uuid_or_404(object_id)
+        )
         try:
             offset = max(0, int(request.GET.get("offset", 0)))
         except ValueError:
             offset = 0
         page = selectors.execution_log_page(execution, offset=offset)
-        return JsonResponse(
-            {
-                "status": execution.status,
-                "colour": STATUS_COLOURS.get(execution.status),
-                "exit_code": execution.exit_code,
-                "duration": self.duration(execution),
-                "error": execution.error,
-                "chunks": [{"stream": c.stream, "message": c.message} for c in page.chunks],
-                "next_offset": page.next_offset,
-                "complete": page.complete,
-            }
+        state = self._state(execution, page)
+        state["chunks"] = [_chunk(c) for c in page.chunks]
+        return JsonResponse(state)
+
+    def download_view(self, request, object_id):
+        """The whole log stored so far, as text (the page's "download raw log")."""
+        if not self.has_view_or_change_permission(request):
+            raise Http404
+        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        response = StreamingHttpResponse(
+            (c.message for c in selectors.execution_log_pages(execution)),
+            content_type="text/plain; charset=utf-8",
         )
+        response["Content-Disposition"] = f'attachment; filename="execution-{execution.id}.log"'
+        return response
 
     def operate_view(self, request, object_id, operation):
         if request.method != "POST" or operation not in ("cancel", "retry"):
@@ -335,6 +385,15 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             raise Http404 from None
 
 
+def _chunk(chunk) -> dict:
+    return {
+        "seq": chunk.seq,
+        "stream": chunk.stream,
+        "message": chunk.message,
+        "at": chunk.created_at.isoformat(),
+    }
+
+
 @admin.register(ManagedWorker)
 class ManagedWorkerAdmin(admin.ModelAdmin):
     list_display = (
@@ -377,7 +436,7 @@ class ManagedWorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
 
     def has_change_permission(self, request, obj=None):
         # The form only starts workers; a started worker is changed by actions.
@@ -459,13 +518,12 @@ class WorkerAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "type",
-        "heartbeat",
         "status_badge",
-        "labels",
-        "capacity",
+        "heartbeat",
         "in_use",
+        "isolation_shown",
         "hostname",
-        "registered_at",
+        "registered",
     )
     list_filter = ("status", "type")
     search_fields = ("name", "hostname", "type")
@@ -475,12 +533,13 @@ class WorkerAdmin(admin.ModelAdmin):
         "name",
         "type",
         "status",
+        "isolation_shown",
         "labels",
         "capacity",
         "hostname",
         "version",
         "pid",
-        "registered_at",
+        "registered",
         "last_heartbeat_at",
         "stopped_at",
         "heartbeat",
@@ -505,7 +564,17 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return status_badge(obj.status)
+        return status_pill(obj.status)
+
+    @admin.display(description="isolation", ordering="isolation")
+    def isolation_shown(self, obj):
+        if obj.isolation == "none":
+            return format_html('<span class="hodei-warning" title="{}">none</span>', NO_SANDBOX)
+        return obj.isolation
+
+    @admin.display(description="registered", ordering="registered_at")
+    def registered(self, obj):
+        return moment(obj.registered_at, compact=True)
 
     @admin.display(description="in use")
     def in_use(self, obj):

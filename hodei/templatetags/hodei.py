@@ -1,4 +1,5 @@
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django import template
 from django.contrib.admin.templatetags.admin_list import date_hierarchy as django_date_hierarchy
@@ -25,7 +26,7 @@ def status_pill(status: str) -> SafeString:
 
 
 def relative(value: datetime, *, now: datetime | None = None) -> str:
-    """"12 s ago", "3 min ago", "2 h ago", "in 5 min": how far from now."""
+    """ "12 s ago", "3 min ago", "2 h ago", "in 5 min": how far from now."""
     now = now or timezone.now()
     seconds = (now - value).total_seconds()
     ahead, seconds = seconds < 0, abs(seconds)
@@ -40,25 +41,32 @@ def relative(value: datetime, *, now: datetime | None = None) -> str:
     return f"in {text}" if ahead else f"{text} ago"
 
 
-@register.simple_tag
-def hodei_time(value: datetime | None, tz: str | None = None) -> SafeString:
+def moment(value: datetime | None, *, tz: str | None = None, compact: bool = False) -> SafeString:
     """A moment as every page shows it: to the second, with its timezone (UTC unless
-    ``tz``), how long ago, and the exact instant on hover."""
+    ``tz``), how long ago, and the exact instant (milliseconds, weekday) on hover.
+    ``compact`` (list columns): the date only when it is not today, "ago" below."""
     if value is None:
         return SafeString("–")
-    if tz:
-        from zoneinfo import ZoneInfo
-
-        local = value.astimezone(ZoneInfo(tz))
-    else:
-        local = value.astimezone(UTC)
+    zone = ZoneInfo(tz) if tz else UTC
+    local = value.astimezone(zone)
+    shown = local.strftime("%H:%M:%S")
+    if not compact or local.date() != timezone.now().astimezone(zone).date():
+        shown = local.strftime("%Y-%m-%d ") + shown
     return format_html(
-        '<time datetime="{}" title="{}">{} <span class="hodei-ago">{}</span></time>',
+        '<time class="hodei-time{}" datetime="{}" title="{}">{} {}<span class="hodei-ago">{}</span>'
+        "</time>",
+        " compact" if compact else "",
         value.astimezone(UTC).isoformat(),
         local.strftime("%A %Y-%m-%d %H:%M:%S.%f")[:-3] + f" {local.tzname()}",
-        local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or ""),
+        shown,
+        local.tzname() or "",
         relative(value),
     )
+
+
+@register.simple_tag
+def hodei_time(value: datetime | None, tz: str | None = None) -> SafeString:
+    return moment(value, tz=tz)
 
 
 @register.filter

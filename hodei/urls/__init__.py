@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from console.metrics import metrics_view
+from console.views import landing_view
 from hodei.api.views import health_view
 
 # Several models have a `status` with its own choices; without names drf-spectacular
@@ -16,7 +17,7 @@ SCHEMA_ENUM_NAMES = {
     "PipelineStatusEnum": "orchestrator.choices.PipelineStatus",
     "JobStatusEnum": "orchestrator.choices.JobStatus",
     "ScheduleStatusEnum": "scheduler.choices.ScheduleStatus",
-    "WorkerStatusEnum": "scheduler.choices.WorkerStatus",
+    "WorkerStatusEnum": "workermanager.choices.WorkerStatus",
     "ExecutionStatusEnum": "workermanager.choices.ExecutionStatus",
     "ManagedWorkerStatusEnum": "workermanager.choices.ManagedWorkerStatus",
 }
@@ -29,6 +30,7 @@ def router() -> SimpleRouter:
 
 def common_patterns(service: str) -> list:
     return [
+        path("", landing_view(service), name="landing"),
         path("health", health_view(service), name="health"),
         path("metrics", metrics_view, name="metrics"),
         path(

@@ -23,6 +23,7 @@ CASCADE_PARAMETER = OpenApiParameter(
 )
 
 
+@extend_schema(tags=["pipelines"])
 class PipelineViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Pipelines: named groups of jobs."""
 
@@ -59,6 +60,7 @@ class PipelineViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs: commands to run, with the defaults of every execution started from them."""
 

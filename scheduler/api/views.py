@@ -14,6 +14,7 @@ from scheduler.api.serializers import (
 from scheduler.models import Schedule
 
 
+@extend_schema(tags=["schedules"])
 class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Schedules: when a job runs by itself."""
 

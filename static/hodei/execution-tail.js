@@ -1,5 +1,7 @@
-// Tails a running execution on its admin page: appends new log chunks and updates the
-// status, exit code and duration without a reload, until the execution is complete.
+// The execution page: renders its log (line numbers, timestamps, search) and, while the
+// execution runs, keeps every part of the page that can change up to date without a
+// reload: status, exit code, error, worker, times, duration, the Cancel and Retry
+// buttons, and the log itself.
 (function () {
   "use strict";
   const log = document.getElementById("hodei-log");
@@ -7,33 +9,82 @@
   const url = log.dataset.tailUrl;
   let offset = parseInt(log.dataset.nextOffset || "0", 10);
   let complete = log.dataset.complete === "1";
-  let lastStatus = null;
+  let lineNumber = 0;
+  let partial = null; // the last line, while it has no newline yet
+  const search = document.getElementById("hodei-log-search");
 
-  function field(name) {
-    return document.querySelector(".field-" + name + " .readonly");
+  function newLine(stream, at) {
+    const line = document.createElement("div");
+    line.className = "line " + stream;
+    const number = document.createElement("span");
+    number.className = "ln";
+    number.textContent = String(++lineNumber);
+    const time = document.createElement("span");
+    time.className = "ts";
+    time.textContent = at.substring(11, 23);
+    time.title = at;
+    const text = document.createElement("span");
+    text.className = "text";
+    line.append(number, time, text);
+    log.appendChild(line);
+    return line;
+  }
+
+  function append(chunk) {
+    const parts = chunk.message.split("\n");
+    parts.forEach(function (part, i) {
+      const last = i === parts.length - 1;
+      if (last && part === "") return; // the chunk ended with a newline
+      let line = partial && partial.classList.contains(chunk.stream) ? partial : null;
+      if (!line) line = newLine(chunk.stream, chunk.at);
+      line.querySelector(".text").textContent += part;
+      partial = last ? line : null;
+      if (search.value) mark(line, search.value.toLowerCase());
+    });
+  }
+
+  function mark(line, term) {
+    const hit = line.querySelector(".text").textContent.toLowerCase().includes(term);
+    line.classList.toggle("match", hit);
+    line.classList.toggle("nomatch", !hit);
+  }
+
+  function filter() {
+    const term = search.value.toLowerCase();
+    let hits = 0;
+    for (const line of log.querySelectorAll(".line")) {
+      if (!term) {
+        line.classList.remove("match", "nomatch");
+        continue;
+      }
+      mark(line, term);
+      if (line.classList.contains("match")) hits++;
+    }
+    document.getElementById("hodei-log-matches").textContent = term ? hits + " matching lines" : "";
+  }
+
+  function setField(name, html) {
+    const cell = document.querySelector(".field-" + name + " .readonly");
+    if (cell && cell.innerHTML !== html) cell.innerHTML = html;
   }
 
   function render(state) {
-    const status = field("status_badge");
-    if (status && state.status !== lastStatus) {
-      const badge = status.querySelector(".hodei-badge");
-      if (badge) {
-        badge.textContent = state.status;
-        if (state.colour) badge.style.background = state.colour;
-      }
-      lastStatus = state.status;
-    }
-    const exit = field("exit_code");
-    if (exit) exit.textContent = state.exit_code === null ? "-" : String(state.exit_code);
-    const duration = field("duration");
-    if (duration) duration.textContent = state.duration;
+    setField("status_badge", state.status_html);
+    setField("exit_code", state.exit_code === null ? "-" : String(state.exit_code));
+    setField("duration", state.duration);
+    setField("worker_link", state.worker_html);
+    setField("started", state.started_html);
+    setField("finished", state.finished_html);
+    setField("cancel_requested", state.cancel_requested ? "True" : "False");
+    const error = document.querySelector(".field-error .readonly");
+    if (error && error.textContent !== state.error) error.textContent = state.error;
+    const cancel = document.getElementById("hodei-cancel-item");
+    if (cancel) cancel.hidden = !state.can_cancel;
+    const retry = document.getElementById("hodei-retry-item");
+    if (retry) retry.hidden = !state.can_retry;
+    document.body.dataset.executionStatus = state.status;
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
-    for (const chunk of state.chunks) {
-      const span = document.createElement("span");
-      span.className = chunk.stream;
-      span.textContent = chunk.message;
-      log.appendChild(span);
-    }
+    for (const chunk of state.chunks) append(chunk);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
@@ -47,18 +98,25 @@
         if (state.complete) {
           complete = true;
           document.getElementById("hodei-log-state").textContent = "(complete)";
-          // A finished execution cannot be cancelled any more.
-          const cancel = document.getElementById("hodei-cancel");
-          if (cancel) cancel.closest("li").remove();
-          document.body.dataset.executionStatus = state.status;
           return;
         }
       }
     } catch (err) {
-      // Network hiccup: try again on the next tick.
+      // A network hiccup: try again on the next tick.
     }
     setTimeout(poll, 1000);
   }
 
+  for (const chunk of JSON.parse(document.getElementById("hodei-log-data").textContent)) {
+    append(chunk);
+  }
+  document.getElementById("hodei-log-numbers").addEventListener("change", function (e) {
+    log.classList.toggle("numbered", e.target.checked);
+  });
+  document.getElementById("hodei-log-times").addEventListener("change", function (e) {
+    log.classList.toggle("timed", e.target.checked);
+  });
+  search.addEventListener("input", filter);
+  document.body.dataset.executionStatus = document.body.dataset.executionStatus || "";
   if (!complete) setTimeout(poll, 500);
 })();

@@ -1,4 +1,5 @@
-// Shows the next five fire times of the cron expression being typed, before saving.
+// The next five fire times of the schedule's cron expression, in its own timezone with
+// UTC beside: as it is typed (before saving) and as it is saved.
 (function () {
   "use strict";
   const box = document.getElementById("hodei-preview");
@@ -7,7 +8,10 @@
   if (!box || !cron) return;
   let timer = null;
   async function refresh() {
-    if (!cron.value.trim()) return;
+    if (!cron.value.trim()) {
+      box.textContent = "A one-off schedule fires once, at its schedule time.";
+      return;
+    }
     const params = new URLSearchParams({ cron: cron.value, timezone: tz ? tz.value : "UTC" });
     const response = await fetch(box.dataset.url + "?" + params, { credentials: "same-origin" });
     const body = await response.json();
@@ -16,11 +20,15 @@
       box.textContent = body.error;
       return;
     }
+    const table = document.createElement("table");
+    table.className = "hodei-table hodei-upcoming";
     for (const t of body.upcoming) {
-      const line = document.createElement("div");
-      line.textContent = t;
-      box.appendChild(line);
+      const row = table.insertRow();
+      row.insertCell().textContent = t.local;
+      row.insertCell().textContent = t.utc;
+      row.insertCell().textContent = t.relative;
     }
+    box.appendChild(table);
   }
   function schedule() {
     clearTimeout(timer);

@@ -315,3 +315,31 @@ def test_a_session_write_needs_the_csrf_token(db):
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
     assert client.get("/api/v1/pipelines").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("role", "reads", "writes", "says"),
+    [("viewer", 200, 403, "change nothing"), ("operator", 200, 201, "run and cancel")],
+)
+def test_createtoken_with_a_role_gives_that_roles_access_and_says_so(db, role, reads, writes, says):
+    out, err = StringIO(), StringIO()
+    call_command("createtoken", f"ci-{role}", "--role", role, stdout=out, stderr=err)
+    raw = out.getvalue().strip()
+    client = bearer("orchestrator", raw)
+    assert client.get("/api/v1/pipelines").status_code == reads
+    assert client.post("/api/v1/pipelines", {"name": "p"}, format="json").status_code == writes
+    assert says in err.getvalue()
+
+
+def test_createtoken_warns_that_a_token_without_role_can_do_nothing(db):
+    err = StringIO()
+    call_command("createtoken", "nobody-in-particular", stdout=StringIO(), stderr=err)
+    assert "403" in err.getvalue() and "--role" in err.getvalue()
+
+
+def test_createtoken_help_says_which_name_is_which(capsys):
+    with pytest.raises(SystemExit):
+        call_command("createtoken", "--help")
+    text = capsys.readouterr().out
+    assert "The user the token acts as" in text
+    assert "A label for the token itself" in text

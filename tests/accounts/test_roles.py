@@ -300,3 +300,18 @@ def test_a_revoked_token_cannot_be_reinstated_by_editing_it(admin_user):
     api = client_for("orchestrator")
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert api.get("/api/v1/pipelines").status_code == 401
+
+
+def test_the_task_queue_internals_are_for_superusers_only_and_read_only():
+    operator = logged_in(role_user(OPERATORS))
+    index = operator.get("/admin/").content.decode()
+    assert "Internals" not in index
+    assert operator.get("/admin/django_q/schedule/").status_code == 403
+
+    root = logged_in(UserFactory(is_superuser=True, is_staff=True))
+    index = root.get("/admin/").content.decode()
+    assert "Internals: task queue" in index
+    page = root.get("/admin/django_q/schedule/")
+    assert page.status_code == 200
+    assert root.get("/admin/django_q/schedule/add/").status_code == 403
+    assert 'name="action"' not in page.content.decode()

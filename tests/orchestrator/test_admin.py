@@ -1,9 +1,7 @@
 """The admin of pipelines and jobs, driven through Django's test client."""
 
 import pytest
-from django.urls import reverse
 
-from accounts.roles import OPERATORS, VIEWERS
 from orchestrator.choices import PipelineStatus
 from orchestrator.models import Job, Pipeline
 from tests.factories import (
@@ -11,10 +9,10 @@ from tests.factories import (
     JobFactory,
     PipelineFactory,
     ScheduleFactory,
+    action,
     admin_form_data,
-    logged_in,
+    change_url,
     messages_of,
-    role_user,
 )
 from workermanager.choices import ExecutionStatus, Trigger
 from workermanager.models import Execution
@@ -24,25 +22,6 @@ pytestmark = pytest.mark.django_db
 SECRET = "s3cr3t-value-that-must-never-leak"
 PIPELINES = "/admin/orchestrator/pipeline/"
 JOBS = "/admin/orchestrator/job/"
-
-
-@pytest.fixture
-def operator(db):
-    return logged_in(role_user(OPERATORS))
-
-
-@pytest.fixture
-def viewer(db):
-    return logged_in(role_user(VIEWERS))
-
-
-def change_url(obj) -> str:
-    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
-
-
-def action(client, url, name, objects, **extra):
-    data = {"action": name, "_selected_action": [str(o.pk) for o in objects], **extra}
-    return client.post(url, data, follow=True)
 
 
 # -- pipelines -------------------------------------------------------------------------
@@ -331,7 +310,7 @@ def test_the_job_page_lists_recent_executions_and_schedules(operator):
     schedule = ScheduleFactory(job=job, cron="0 3 * * *")
     page = operator.get(change_url(job)).content.decode()
     recent = page[page.index('id="hodei-recent-executions"') :]
-    shown = [e for e in executions if str(e.pk)[:13] in recent]
+    shown = [e for e in executions if f"/execution/{e.pk}/change/" in recent]
     assert shown == executions[2:]  # the newest ten
     assert f"/admin/scheduler/schedule/{schedule.pk}/change/" in page
     assert "0 3 * * *" in page
@@ -346,3 +325,18 @@ def test_job_add_page(operator, viewer):
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert Job.objects.get(name="new").pipeline == pipeline
     assert viewer.get(JOBS + "add/").status_code == 403
+
+
+def test_deleting_a_job_in_the_admin_lists_what_goes_and_keeps_its_history(operator):
+    schedule = ScheduleFactory(cron="0 3 * * *")
+    job = schedule.job
+    execution = ExecutionFactory(job=job)
+    page = operator.get(change_url(job).replace("/change/", "/delete/"))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "History is kept" in html and str(schedule) in html
+    response = operator.post(change_url(job).replace("/change/", "/delete/"), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Job.objects.filter(pk=job.pk).exists()
+    execution.refresh_from_db()
+    assert execution.job_id is None

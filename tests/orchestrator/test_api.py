@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 
 from orchestrator import services
 from orchestrator.models import Job, Pipeline
-from tests.factories import JobFactory, PipelineFactory
+from scheduler.models import Schedule
+from tests.factories import JobFactory, PipelineFactory, ScheduleFactory
 from workermanager.services import execution_enqueue
 
 pytestmark = pytest.mark.django_db
@@ -519,6 +520,39 @@ def test_it_deletes_a_job(orch):
     assert orch.delete(f"/api/v1/jobs/{job.id}").status_code == 204
     assert not Job.objects.filter(pk=job.pk).exists()
     assert orch.get(f"/api/v1/jobs/{job.id}").status_code == 404
+
+
+def test_deleting_a_scheduled_job_is_refused_naming_its_schedules(orch):
+    schedule = ScheduleFactory(cron="0 3 * * *")
+    job = schedule.job
+    response = orch.delete(f"/api/v1/jobs/{job.id}")
+    assert response.status_code == 409
+    body = response.json()
+    assert str(schedule.id) in body["detail"] and "cascade=true" in body["detail"]
+    assert body["fields"]["schedules"][0].startswith(str(schedule.id))
+    assert Job.objects.filter(pk=job.pk).exists()
+
+    pipeline_response = orch.delete(f"/api/v1/pipelines/{job.pipeline_id}")
+    assert pipeline_response.status_code == 409
+    assert str(schedule.id) in pipeline_response.json()["detail"]
+
+
+def test_cascade_deletes_the_schedules_and_keeps_the_executions(orch):
+    schedule = ScheduleFactory(cron="0 3 * * *")
+    job = schedule.job
+    execution = execution_enqueue(job=job)
+    assert orch.delete(f"/api/v1/jobs/{job.id}?cascade=true").status_code == 204
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not Schedule.objects.filter(pk=schedule.pk).exists()
+    execution.refresh_from_db()
+    assert execution.job_id is None  # history without its job
+
+
+def test_cascade_must_be_a_boolean(orch):
+    job = JobFactory()
+    response = orch.delete(f"/api/v1/jobs/{job.id}?cascade=maybe")
+    assert response.status_code == 400
+    assert "cascade" in response.json()["fields"]
 
 
 def test_deleting_an_upstream_job_drops_the_dependency(orch):

@@ -1,34 +1,28 @@
-"""The admin of schedules and workers, driven through Django's test client."""
+"""The admin of schedules, driven through Django's test client."""
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 from django_q.models import Schedule as EngineSchedule
 
-from accounts.roles import OPERATORS, VIEWERS
 from hodei.lib import clock
 from scheduler import services
 from scheduler.choices import FireOutcome, OverlapPolicy, ScheduleStatus
 from scheduler.cron import next_fire_times
 from scheduler.models import Schedule, ScheduleFire
-from tests.conftest import client_for
 from tests.factories import (
     ExecutionFactory,
     JobFactory,
     ScheduleFactory,
     ScheduleFireFactory,
-    WorkerFactory,
+    action,
     admin_form_data,
-    logged_in,
+    change_url,
     messages_of,
-    role_user,
 )
-from workermanager.choices import ExecutionStatus, Trigger, WorkerStatus
-from workermanager.models import Execution, Worker
+from workermanager.choices import ExecutionStatus, Trigger
+from workermanager.models import Execution
 
 pytestmark = pytest.mark.django_db
 
@@ -38,38 +32,8 @@ PREVIEW = SCHEDULES + "preview/"
 DAILY = "0 3 * * *"  # stable across the few milliseconds of a test
 
 
-@pytest.fixture
-def operator_user(db):
-    return role_user(OPERATORS)
-
-
-@pytest.fixture
-def operator(operator_user):
-    return logged_in(operator_user)
-
-
-@pytest.fixture
-def viewer(db):
-    return logged_in(role_user(VIEWERS))
-
-
-def change_url(obj) -> str:
-    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
-
-
-def action(client, url, name, objects):
-    data = {"action": name, "_selected_action": [str(o.pk) for o in objects]}
-    return client.post(url, data, follow=True)
-
-
 def engine_row(schedule):
     return EngineSchedule.objects.filter(name=f"hodei:{schedule.pk}").first()
-
-
-def upcoming_shown(html: str) -> list[str]:
-    start = html.index('class="form-row field-upcoming')
-    section = html[start : html.index("</div>\n\n", start)]
-    return [part.split("</div>")[0] for part in section.split('<div class="hodei-upcoming">')[1:]]
 
 
 # -- the schedule form ---------------------------------------------------------------
@@ -152,13 +116,16 @@ def test_a_paused_new_schedule_has_no_engine_row(operator):
     assert engine_row(schedule) is None
 
 
-def test_the_change_page_shows_the_next_five_fire_times(operator):
+def test_the_change_page_shows_the_next_five_fire_times_once(operator):
     schedule = services.schedule_create(job=JobFactory(), cron=DAILY, timezone="Asia/Tokyo")
     html = operator.get(change_url(schedule)).content.decode()
-    expected = services.schedule_upcoming(schedule)
-    assert len(expected) == 5
-    assert upcoming_shown(html) == [t.isoformat() for t in expected]
+    # One place: the preview box, filled from the saved cron and timezone by its script.
     assert 'id="hodei-preview"' in html and "schedule-preview.js" in html
+    assert "field-upcoming" not in html
+    shown = operator.get(PREVIEW, {"cron": schedule.cron, "timezone": schedule.timezone}).json()
+    assert [t["at"] for t in shown["upcoming"]] == [
+        t.isoformat() for t in services.schedule_upcoming(schedule)
+    ]
 
 
 def test_the_add_page_has_the_live_preview(operator):
@@ -174,7 +141,13 @@ def test_preview_returns_the_next_five_times(operator, viewer):
     times = response.json()["upcoming"]
     assert len(times) == 5
     expected = next_fire_times("*/10 * * * *", "Europe/Madrid", after=before, count=6)
-    assert times in ([t.isoformat() for t in expected[:5]], [t.isoformat() for t in expected[1:]])
+    at = [t["at"] for t in times]
+    assert at in ([t.isoformat() for t in expected[:5]], [t.isoformat() for t in expected[1:]])
+    # In the schedule's own timezone, with UTC beside.
+    first = expected[0] if at[0] == expected[0].isoformat() else expected[1]
+    madrid = first.astimezone(ZoneInfo("Europe/Madrid"))
+    assert times[0]["local"] == madrid.strftime("%a %Y-%m-%d %H:%M:%S %Z")
+    assert times[0]["utc"] == first.strftime("%H:%M:%S UTC")
     assert viewer.get(PREVIEW, {"cron": DAILY}).status_code == 200  # read-only help
 
 
@@ -329,7 +302,7 @@ def test_run_now_respects_the_overlap_policy_and_says_so(operator):
     )
     ExecutionFactory(job=schedule.job, schedule=schedule, status=ExecutionStatus.RUNNING)
     response = action(operator, SCHEDULES, "run_now", [schedule])
-    assert any(FireOutcome.SKIPPED_OVERLAP in m for m in messages_of(response))
+    assert any("skipped: previous run still active" in m for m in messages_of(response))
     assert Execution.objects.filter(schedule=schedule).count() == 1
     assert ScheduleFire.objects.get(schedule=schedule).outcome == FireOutcome.SKIPPED_OVERLAP
 
@@ -352,7 +325,7 @@ def test_changelist_shows_last_and_next_run_and_filters(operator):
     response = operator.get(SCHEDULES)
     assert response.status_code == 200
     html = response.content.decode()
-    assert "field-last_run_at" in html and "field-next_run_at" in html
+    assert "field-last_run" in html and "field-next_run" in html
     assert set(response.context["cl"].result_list) == {active, paused}
     paused_only = operator.get(SCHEDULES, {"status__exact": "paused"}).context["cl"].result_list
     assert list(paused_only) == [paused]
@@ -367,8 +340,18 @@ def test_history_shows_fired_and_skipped_slots(operator):
     ScheduleFireFactory(schedule=schedule, outcome=FireOutcome.SKIPPED_OVERLAP)
     ScheduleFireFactory(schedule=schedule, outcome=FireOutcome.MISSED, detail="3 slots")
     html = operator.get(change_url(schedule)).content.decode()
-    for outcome in ("fired", "skipped_overlap", "missed", "3 slots", str(execution.pk)):
-        assert outcome in html
+    history = html[html.index("History (latest") :]
+    for shown in (
+        "fired",
+        "skipped: previous run still active",
+        "missed while no scheduler ran",
+        "3 slots",
+        str(execution.pk)[:13],
+        "scheduled slot",
+    ):
+        assert shown in history, shown
+    for raw in ("skipped_overlap", "Is manual", "IS MANUAL"):
+        assert raw not in history, raw
 
 
 def test_history_shows_the_latest_twenty_slots_of_this_schedule(operator):
@@ -394,142 +377,15 @@ def test_history_is_read_only(operator):
     assert 'name="fires-MAX_NUM_FORMS" value="0"' in html  # no row can be added
 
 
-# -- workers -----------------------------------------------------------------------------
+def test_run_now_on_the_schedule_page_opens_the_execution(operator, viewer):
+    schedule = services.schedule_create(job=JobFactory(), cron=DAILY)
+    page = operator.get(change_url(schedule)).content.decode()
+    url = f"{SCHEDULES}{schedule.pk}/run/"
+    assert 'id="hodei-run-now"' in page and url in page
+    assert "hodei-run-now" not in viewer.get(change_url(schedule)).content.decode()
+    assert viewer.post(url).status_code == 404
 
-
-def test_worker_changelist_shows_heartbeat_age_status_capacity_and_use(operator):
-    now = clock.now()
-    stale_age = timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * 2 + 5)
-    online = WorkerFactory(
-        name="fresh", last_heartbeat_at=now, capacity=4, labels={"zone": "eu-1"}, type="rust"
-    )
-    WorkerFactory(name="quiet", last_heartbeat_at=now - stale_age)
-    WorkerFactory(name="gone", last_heartbeat_at=now - timedelta(hours=1), status="offline")
-    WorkerFactory(name="unborn", last_heartbeat_at=None)
-    ExecutionFactory(worker=online, status=ExecutionStatus.RUNNING)
-    ExecutionFactory(worker=online, status=ExecutionStatus.SUCCEEDED)
-    response = operator.get(WORKERS)
-    assert response.status_code == 200
-    html = response.content.decode()
-    rows = {row.split("</tr>")[0] for row in html.split("<tr")[1:]}
-
-    def row_of(name):
-        (row,) = [r for r in rows if f">{name}<" in r]
-        return row
-
-    assert "hodei-heartbeat-online" in row_of("fresh")
-    assert "0s ago (online)" in row_of("fresh")
-    assert "1 / 4" in row_of("fresh")
-    assert "eu-1" in row_of("fresh") and "rust" in row_of("fresh")
-    assert "hodei-heartbeat-stale" in row_of("quiet")
-    assert "hodei-heartbeat-offline" in row_of("gone")
-    assert "1h 0m ago" in row_of("gone")
-    assert "never" in row_of("unborn")
-    assert "0 / 1" in row_of("quiet")
-
-
-def test_worker_changelist_counts_running_work_without_joining_every_execution(operator):
-    workers = WorkerFactory.create_batch(3, capacity=2)
-    for worker in workers:
-        ExecutionFactory(worker=worker, status=ExecutionStatus.RUNNING)
-        ExecutionFactory.create_batch(3, worker=worker, status=ExecutionStatus.SUCCEEDED)
-    with CaptureQueriesContext(connection) as queries:
-        response = operator.get(WORKERS)
-    assert response.status_code == 200
-    admin = response.context["cl"].model_admin
-    assert {admin.in_use(w) for w in response.context["cl"].result_list} == {"1 / 2"}
-    for query in queries:
-        # An aggregate over a join reads every execution a worker ever ran (10^6 rows).
-        assert 'JOIN "workermanager_execution"' not in query["sql"], query["sql"]
-
-
-def test_worker_changelist_filters_by_status_and_type(operator):
-    rust = WorkerFactory(type="rust")
-    offline = WorkerFactory(status="offline")
-    assert list(operator.get(WORKERS, {"type__exact": "rust"}).context["cl"].result_list) == [rust]
-    by_status = operator.get(WORKERS, {"status__exact": "offline"}).context["cl"].result_list
-    assert list(by_status) == [offline]
-
-
-def test_worker_page_lists_the_executions_it_is_running(operator):
-    worker = WorkerFactory(last_heartbeat_at=clock.now())
-    running = ExecutionFactory(worker=worker, status=ExecutionStatus.RUNNING, command="sleep 99")
-    done = ExecutionFactory(worker=worker, status=ExecutionStatus.SUCCEEDED)
-    response = operator.get(change_url(worker))
-    assert response.status_code == 200
-    formset = response.context["inline_admin_formsets"][0].formset
-    assert [form.instance for form in formset.forms] == [running]
-    html = response.content.decode()
-    assert "sleep 99" in html and str(done.pk) not in html
-    assert f"/admin/workermanager/execution/?worker__id__exact={worker.pk}" in html
-
-
-def test_drain_and_undrain(operator):
-    worker = WorkerFactory(last_heartbeat_at=clock.now())
-    response = action(operator, WORKERS, "drain_selected", [worker])
-    assert "1 worker(s) draining." in messages_of(response)
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.DRAINING
-
-    response = action(operator, WORKERS, "undrain_selected", [worker])
-    assert "1 worker(s) taking work again." in messages_of(response)
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.ONLINE
-
-
-def test_a_draining_workers_heartbeat_keeps_it_draining(operator, operator_user):
-    worker = WorkerFactory(last_heartbeat_at=clock.now() - timedelta(seconds=3))
-    action(operator, WORKERS, "drain_selected", [worker])
-    worker.refresh_from_db()
-    worker.heartbeat(now=clock.now())
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.DRAINING
-
-    api = client_for("scheduler", operator_user)
-    response = api.post(f"/api/v1/workers/{worker.pk}/heartbeat")
-    assert response.status_code == 200, response.content
-    assert response.json()["status"] == "draining"
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.DRAINING
-
-
-def test_drain_of_an_offline_worker_says_so_and_changes_nothing(operator):
-    offline = WorkerFactory(status=WorkerStatus.OFFLINE)
-    online = WorkerFactory()
-    response = action(operator, WORKERS, "drain_selected", [offline, online])
-    messages = messages_of(response)
-    assert "1 worker(s) draining." in messages
-    assert f"Worker {offline.name} is offline; only an online worker can drain." in messages
-    offline.refresh_from_db()
-    online.refresh_from_db()
-    assert (offline.status, online.status) == (WorkerStatus.OFFLINE, WorkerStatus.DRAINING)
-
-
-def test_undrain_of_a_worker_that_is_not_draining_says_so(operator):
-    online = WorkerFactory()
-    response = action(operator, WORKERS, "undrain_selected", [online])
-    messages = messages_of(response)
-    assert "1 worker(s) taking work again." not in messages
-    assert f"Worker {online.name} is online; only a draining worker can undrain." in messages
-    online.refresh_from_db()
-    assert online.status == WorkerStatus.ONLINE
-
-
-def test_workers_are_not_added_or_edited_by_hand(operator):
-    worker = WorkerFactory(name="agent-1", capacity=2)
-    assert operator.get(WORKERS + "add/").status_code == 403
-    page = operator.get(change_url(worker))
-    assert page.status_code == 200
-    assert 'name="capacity"' not in page.content.decode()
-    operator.post(change_url(worker), {"name": "renamed", "capacity": "64"})
-    worker.refresh_from_db()
-    assert (worker.name, worker.capacity) == ("agent-1", 2)
-
-
-def test_viewer_cannot_drain(viewer):
-    worker = WorkerFactory()
-    assert "drain_selected" not in viewer.get(WORKERS).content.decode()
-    action(viewer, WORKERS, "drain_selected", [worker])
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.ONLINE
-    assert Worker.objects.count() == 1
+    response = operator.post(url)
+    execution = Execution.objects.get(schedule=schedule)
+    assert response["Location"] == f"/admin/workermanager/execution/{execution.pk}/change/"
+    assert ScheduleFire.objects.get(schedule=schedule).is_manual

@@ -1,5 +1,6 @@
 """The admin of executions and managed workers, driven through Django's test client."""
 
+import json
 import re
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.roles import OPERATORS, VIEWERS
+from accounts.roles import OPERATORS
 from hodei.lib import clock
 from tests.factories import (
     ExecutionFactory,
@@ -18,10 +19,12 @@ from tests.factories import (
     JobFactory,
     ManagedWorkerFactory,
     WorkerFactory,
+    action,
     admin_form_data,
     logged_in,
     messages_of,
     role_user,
+    start,
 )
 from workermanager import managed as managed_module
 from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger, WorkerStatus
@@ -37,16 +40,6 @@ MANAGED = "/admin/workermanager/managedworker/"
 S = ExecutionStatus
 
 
-@pytest.fixture
-def operator(db):
-    return logged_in(role_user(OPERATORS))
-
-
-@pytest.fixture
-def viewer(db):
-    return logged_in(role_user(VIEWERS))
-
-
 def detail(execution) -> str:
     return f"{EXECUTIONS}{execution.pk}/change/"
 
@@ -59,11 +52,6 @@ def tail(client, execution_or_id, offset=None):
 
 def operate(client, execution, operation, **kwargs):
     return client.post(f"{EXECUTIONS}{execution.pk}/operate/{operation}/", **kwargs)
-
-
-def action(client, url, name, objects):
-    data = {"action": name, "_selected_action": [str(o.pk) for o in objects]}
-    return client.post(url, data, follow=True)
 
 
 def listed(client, **params) -> set:
@@ -102,8 +90,8 @@ def test_changelist_shows_badges_duration_exit_code_job_worker_trigger_attempt(o
     assert '<td class="field-exit_code">3</td>' in row
     assert f'href="/admin/orchestrator/job/{job.pk}/change/">nightly-build</a>' in row
     assert "agent-7" in row
-    assert '<td class="field-trigger">Schedule</td>' in row
-    assert '<td class="field-attempt">2</td>' in row
+    assert "field-trigger" not in row  # a filter, and on the execution's page
+    assert "field-attempt" not in row  # on the execution's page, not in the list
 
 
 def test_changelist_filters(operator):
@@ -269,8 +257,13 @@ def test_detail_page_shows_the_log_escaped(operator):
     response = operator.get(detail(execution))
     assert response.status_code == 200
     html = response.content.decode()
-    assert '<span class="stdout">first line\n</span>' in html
-    assert '<span class="stderr">&lt;b&gt;oops&lt;/b&gt;\n</span>' in html
+    # The chunks travel as JSON for the page's script to render (escaped: no markup).
+    data = json.loads(re.search(r'id="hodei-log-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    assert [(c["stream"], c["message"]) for c in data] == [
+        ("stdout", "first line\n"),
+        ("stderr", "<b>oops</b>\n"),
+    ]
+    assert "<b>oops</b>" not in html
     assert 'data-next-offset="2"' in html
     assert 'data-complete="0"' in html and "(live)" in html
     assert f'data-tail-url="{EXECUTIONS}{execution.pk}/tail/"' in html
@@ -302,8 +295,8 @@ def test_detail_page_of_a_long_finished_log_keeps_tailing_past_the_first_page(op
     for seq in range(TAIL_PAGE + 3):
         ExecutionLogFactory(execution=execution, seq=seq, message=f"line {seq}\n")
     html = operator.get(detail(execution)).content.decode()
-    assert f"line {TAIL_PAGE - 1}\n" in html
-    assert f">line {TAIL_PAGE}\n" not in html
+    assert f"line {TAIL_PAGE - 1}\\n" in html
+    assert f"line {TAIL_PAGE}\\n" not in html
     # The rest is fetched by the page's poller, which must therefore run.
     assert 'data-complete="0"' in html
     assert f'data-next-offset="{TAIL_PAGE}"' in html
@@ -317,10 +310,13 @@ def test_detail_page_of_a_long_finished_log_keeps_tailing_past_the_first_page(op
 def test_detail_buttons_follow_the_state_and_the_role(operator, viewer):
     queued = ExecutionFactory()
     done = finished()
+    # Both are on the page (its script shows the one that applies as the state moves).
     queued_page = operator.get(detail(queued)).content.decode()
-    assert 'id="hodei-cancel"' in queued_page and 'id="hodei-retry"' not in queued_page
+    assert '<li id="hodei-cancel-item">' in queued_page
+    assert '<li hidden id="hodei-retry-item">' in queued_page
     done_page = operator.get(detail(done)).content.decode()
-    assert 'id="hodei-retry"' in done_page and 'id="hodei-cancel"' not in done_page
+    assert '<li hidden id="hodei-cancel-item">' in done_page
+    assert '<li id="hodei-retry-item">' in done_page
     for execution in (queued, done):
         page = viewer.get(detail(execution))
         assert page.status_code == 200
@@ -594,3 +590,34 @@ def test_operator_starts_and_stops_a_real_managed_worker():
     from workermanager.providers.local import _pid_running
 
     assert not _pid_running(managed.pid, managed.name)
+
+
+def test_tail_carries_everything_the_page_updates_live(operator):
+    worker = WorkerFactory(name="agent-live")
+    execution = ExecutionFactory()
+    state = tail(operator, execution).json()
+    assert (state["can_cancel"], state["can_retry"]) == (True, False)
+    assert state["worker_html"] == "–" and state["started_html"] == "–"
+
+    start(execution, worker=worker, now=clock.now())
+    ExecutionLogFactory(execution=execution, seq=0, message="hi\n")
+    state = tail(operator, execution).json()
+    assert "agent-live" in state["worker_html"]
+    assert "UTC" in state["started_html"] and state["finished_html"] == "–"
+    assert ">running<" in state["status_html"]
+    assert state["chunks"][0]["at"].endswith("+00:00")
+
+    execution.settle(status=S.SUCCEEDED, exit_code=0, now=clock.now())
+    state = tail(operator, execution).json()
+    assert (state["can_cancel"], state["can_retry"], state["complete"]) == (False, True, True)
+    assert "UTC" in state["finished_html"] and state["exit_code"] == 0
+
+
+def test_the_raw_log_downloads_whole_for_viewers_too(viewer):
+    execution = finished()
+    for seq in range(3):
+        ExecutionLogFactory(execution=execution, seq=seq, message=f"line {seq}\n")
+    response = viewer.get(f"{EXECUTIONS}{execution.pk}/log.txt")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"".join(response.streaming_content) == b"line 0\nline 1\nline 2\n"

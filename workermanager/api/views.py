@@ -24,6 +24,7 @@ from workermanager.api.serializers import (
 from workermanager.models import Execution, ManagedWorker, Worker
 
 
+@extend_schema(tags=["executions"])
 class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Executions: every attempt at running a command, with its log."""
 
@@ -104,6 +105,7 @@ def _log_download(execution: Execution) -> StreamingHttpResponse:
     return response
 
 
+@extend_schema(tags=["managed workers"])
 class ManagedWorkerViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -155,6 +157,7 @@ class ManagedWorkerViewSet(
         return Response(ManagedWorkerStatusSerializer(body).data)
 
 
+@extend_schema(tags=["workers"])
 class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """The registry of every agent that can run work (served on the scheduler's port)."""
 
