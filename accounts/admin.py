@@ -1,6 +1,8 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from accounts.models import ApiToken
+from hodei.admin_tools import apply_each
+from hodei.exceptions import InvalidTransition
 
 
 @admin.register(ApiToken)
@@ -21,13 +23,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        revoked = 0
-        for token in queryset:
+        def revoke(token):
             if token.revoked_at is not None:
-                message = f"{token.prefix}… was already revoked."
-                self.message_user(request, message, messages.WARNING)
-                continue
+                raise InvalidTransition("it was already revoked.")
             token.revoke()
-            revoked += 1
-        if revoked:
-            self.message_user(request, f"Revoked {revoked} token(s).")
+
+        apply_each(
+            self,
+            request,
+            queryset,
+            revoke,
+            done="Revoked {count} token(s).",
+            label=lambda token: f"{token.prefix}…",
+        )

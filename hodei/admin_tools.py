@@ -1,8 +1,13 @@
 """Pieces every app's admin shares: a paginator that never counts huge tables, and the
 status palette (its pills are hodei.templatetags.hodei.status_pill)."""
 
+from collections.abc import Callable, Iterable
+
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
+
+from hodei.exceptions import HodeiError
 
 COUNT_LIMIT = 10_000
 
@@ -43,3 +48,28 @@ class CappedCountPaginator(Paginator):
             return query.order_by()[: COUNT_LIMIT + 1].count()
         except (AttributeError, TypeError):
             return len(query)
+
+
+def apply_each(
+    model_admin,
+    request,
+    objects: Iterable,
+    operation: Callable,
+    *,
+    done: str,
+    label: Callable | None = None,
+) -> int:
+    """An admin action's loop: ``operation(obj)`` for each object; one it does not apply
+    to (a HodeiError: an illegal move, say) is reported with its reason and changed in
+    nothing; then ``done`` ("{count} worker(s) drained.") once. Returns the count."""
+    count = 0
+    for obj in objects:
+        try:
+            operation(obj)
+            count += 1
+        except HodeiError as exc:
+            text = f"{label(obj)}: {exc.message}" if label else exc.message
+            model_admin.message_user(request, text, messages.WARNING)
+    if count:
+        model_admin.message_user(request, done.format(count=count), messages.SUCCESS)
+    return count

@@ -5,7 +5,8 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from hodei.exceptions import HodeiError, InvalidInput
+from hodei.admin_tools import apply_each
+from hodei.exceptions import InvalidInput
 from hodei.lib import clock
 from hodei.templatetags.hodei import moment, relative, status_pill
 from scheduler import services
@@ -259,23 +260,25 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable (resume) selected schedules", permissions=["change"])
     def enable_selected(self, request, queryset):
-        self._apply(request, queryset, "enabled", enabled=True)
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda s: services.schedule_update(schedule=s, enabled=True),
+            done="{count} schedule(s) enabled.",
+            label=str,
+        )
 
     @admin.action(description="Pause selected schedules", permissions=["change"])
     def pause_selected(self, request, queryset):
-        self._apply(request, queryset, "paused", enabled=False)
-
-    def _apply(self, request, queryset, verb: str, **change):
-        """The service's transition for each; one it does not apply to is reported."""
-        done = 0
-        for schedule in queryset:
-            try:
-                services.schedule_update(schedule=schedule, **change)
-                done += 1
-            except HodeiError as exc:
-                self.message_user(request, f"{schedule}: {exc.message}", messages.WARNING)
-        if done:
-            self.message_user(request, f"{done} schedule(s) {verb}.", messages.SUCCESS)
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda s: services.schedule_update(schedule=s, enabled=False),
+            done="{count} schedule(s) paused.",
+            label=str,
+        )
 
     @admin.action(description="Run selected schedules now", permissions=["change"])
     def run_now(self, request, queryset):

@@ -64,8 +64,14 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
     return proc.returncode
 
 
-def start_service(env: dict, service: str) -> tuple[subprocess.Popen, str]:
+def start_service(
+    env: dict, service: str, *, args=(), healthy: bool = True, timeout: float = 30.0
+) -> tuple[subprocess.Popen, str]:
+    """Serve ``service`` with gunicorn on a free port (extra gunicorn ``args`` win over the
+    defaults) and wait until /health answers: 200, or any answer unless ``healthy``.
+    Its output goes to ``proc.log_path``."""
     port = free_port()
+    fd, log_name = tempfile.mkstemp(prefix=f"gunicorn-{service}-", suffix=".log")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -81,22 +87,27 @@ def start_service(env: dict, service: str) -> tuple[subprocess.Popen, str]:
             "--graceful-timeout",
             "5",
             "--no-control-socket",
+            *args,
         ],
         cwd=ROOT,
         env={**env, "HODEI_SERVICE": service},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=fd,
+        stderr=subprocess.STDOUT,
     )
+    os.close(fd)
+    proc.log_path = Path(log_name)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
+            response = requests.get(f"{base}/health", timeout=10)
+            if response.status_code == 200 or not healthy:
                 return proc, base
         except requests.ConnectionError:
             time.sleep(0.1)
     stop(proc)
-    raise AssertionError(f"{service} did not start on {base}")
+    tail = proc.log_path.read_text(errors="replace")[-2000:]
+    raise AssertionError(f"{service} did not start on {base}: {tail}")
 
 
 def wait_for(predicate, *, timeout: float = 10.0, interval: float = 0.05):

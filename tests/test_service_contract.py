@@ -4,11 +4,7 @@ Swagger UI. Health is also checked over real HTTP against a real gunicorn proces
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from drf_spectacular.validation import validate_schema
 
 from hodei import __version__
 from tests.conftest import ServiceClient
+from tests.processes import start_service, stop
 
 pytestmark = pytest.mark.django_db
 
@@ -156,62 +153,14 @@ def test_swagger_ui_uses_only_local_assets(service):
 # -- real processes ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def gunicorn(service: str, database_url: str):
-    port = free_port()
-    env = {
-        **os.environ,
-        "HODEI_SERVICE": service,
-        "DATABASE_URL": database_url,
-        "HODEI_DEV": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    proc = subprocess.Popen(
-        [
-            str(GUNICORN),
-            "hodei.wsgi",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--no-control-socket",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DATABASE_URL": database_url, "HODEI_DEV": "1", "PYTHONUNBUFFERED": "1"}
+    proc, base = start_service(env, service, healthy=False)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                requests.get(base + "/health", timeout=10)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail("gunicorn did not start")
-                time.sleep(0.1)
         yield base
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stderr.close()
+        stop(proc)
 
 
 @pytest.mark.postgres

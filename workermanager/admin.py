@@ -8,8 +8,8 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from hodei.admin_tools import CappedCountPaginator
-from hodei.exceptions import HodeiError
+from hodei.admin_tools import CappedCountPaginator, apply_each
+from hodei.exceptions import HodeiError, InvalidTransition
 from hodei.lib import clock
 from hodei.lib.lookup import id_prefix_range
 from hodei.templatetags.hodei import hodei_duration, hodei_ms, moment, status_pill
@@ -227,53 +227,40 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected executions", permissions=["operate"])
     def cancel_selected(self, request, queryset):
-        self._apply(request, queryset, services.execution_cancel, "cancelled")
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda e: services.execution_cancel(execution=e),
+            done="{count} execution(s) cancelled.",
+            label=self.short_id,
+        )
 
     @admin.action(description="Retry selected executions", permissions=["operate"])
     def retry_selected(self, request, queryset):
-        def retry(*, execution):
-            return services.execution_retry(execution=execution, trigger=Trigger.ADMIN)
-
-        self._apply(request, queryset, retry, "retried")
-
-    def _apply(self, request, queryset, operation, verb):
-        """Apply ``operation`` to each; one that cannot apply is reported, not forced."""
-        done, refused = 0, []
-        for execution in queryset:
-            try:
-                operation(execution=execution)
-                done += 1
-            except HodeiError as exc:
-                refused.append(f"{str(execution.id)[:13]}: {exc.message}")
-        if done:
-            self.message_user(request, f"{done} execution(s) {verb}.", messages.SUCCESS)
-        for reason in refused:
-            self.message_user(request, reason, messages.WARNING)
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda e: services.execution_retry(execution=e, trigger=Trigger.ADMIN),
+            done="{count} execution(s) retried.",
+            label=self.short_id,
+        )
 
     # -- detail page: live log and state ------------------------------------------
 
     def get_urls(self):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        views = [
+            ("<path:object_id>/tail/", self.tail_view, "tail"),
+            ("<path:object_id>/log.txt", self.download_view, "download"),
+            ("<path:object_id>/operate/<str:operation>/", self.operate_view, "operate"),
+            ("run-job/<uuid:job_id>/", self.run_job_view, "run_job"),
+        ]
         return [
-            path(
-                "<path:object_id>/tail/",
-                self.admin_site.admin_view(self.tail_view),
-                name=f"{prefix}_tail",
-            ),
-            path(
-                "<path:object_id>/log.txt",
-                self.admin_site.admin_view(self.download_view),
-                name=f"{prefix}_download",
-            ),
-            path(
-                "<path:object_id>/operate/<str:operation>/",
-                self.admin_site.admin_view(self.operate_view),
-                name=f"{prefix}_operate",
-            ),
-            path(
-                "run-job/<uuid:job_id>/",
-                self.admin_site.admin_view(self.run_job_view),
-                name=f"{prefix}_run_job",
+            *(
+                path(route, self.admin_site.admin_view(view), name=f"{prefix}_{name}")
+                for route, view, name in views
             ),
             *super().get_urls(),
         ]
@@ -475,20 +462,13 @@ class ManagedWorkerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop selected workers", permissions=["operate"])
     def stop_selected(self, request, queryset):
-        stopped = 0
-        for row in queryset:
+        def stop(row):
             if row.status not in MANAGED_LIVE:
                 # The service would accept it harmlessly; say that nothing was done.
-                message = f"{row.name} is already {row.status}."
-                self.message_user(request, message, messages.WARNING)
-                continue
-            try:
-                managed.managed_worker_stop(managed=row)
-                stopped += 1
-            except HodeiError as exc:
-                self.message_user(request, f"{row.name}: {exc.message}", messages.WARNING)
-        if stopped:
-            self.message_user(request, f"{stopped} worker(s) stopped.", messages.SUCCESS)
+                raise InvalidTransition(f"already {row.status}.")
+            managed.managed_worker_stop(managed=row)
+
+        apply_each(self, request, queryset, stop, done="{count} worker(s) stopped.", label=str)
 
 
 class RunningExecutionInline(admin.TabularInline):
@@ -598,20 +578,10 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: stop taking new work, finish current", permissions=["change"])
     def drain_selected(self, request, queryset):
-        self._apply(request, queryset, Worker.drain, "draining")
+        apply_each(self, request, queryset, Worker.drain, done="{count} worker(s) draining.")
 
     @admin.action(description="Undo drain", permissions=["change"])
     def undrain_selected(self, request, queryset):
-        self._apply(request, queryset, Worker.undrain, "taking work again")
-
-    def _apply(self, request, queryset, method, verb):
-        """Apply the model's transition; a worker it does not apply to is reported."""
-        done = 0
-        for worker in queryset:
-            try:
-                method(worker)
-                done += 1
-            except HodeiError as exc:
-                self.message_user(request, exc.message, messages.WARNING)
-        if done:
-            self.message_user(request, f"{done} worker(s) {verb}.", messages.SUCCESS)
+        apply_each(
+            self, request, queryset, Worker.undrain, done="{count} worker(s) taking work again."
+        )

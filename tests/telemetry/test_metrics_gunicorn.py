@@ -1,57 +1,25 @@
 """/metrics under gunicorn with several worker processes (multiprocess mode)."""
 
-import subprocess
-import sys
-import time
-
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import token_create
 from tests.factories import UserFactory
-from tests.processes import ROOT, free_port, stop
+from tests.processes import start_service, stop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def test_http_metrics_add_up_across_gunicorn_workers(child_env, tmp_path):
     _, token = token_create(user=UserFactory(is_superuser=True))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "hodei.wsgi",
-            "-c",
-            "hodei/gunicorn_conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "3",
-            "--threads",
-            "1",
-        ],
-        cwd=ROOT,
-        env={
-            **child_env,
-            "HODEI_SERVICE": "scheduler",
-            "HODEI_VAR_DIR": str(tmp_path),
-            "HODEI_ACCESS_LOG": "0",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, base = start_service(
+        {**child_env, "HODEI_VAR_DIR": str(tmp_path), "HODEI_ACCESS_LOG": "0"},
+        "scheduler",
+        args=["-c", "hodei/gunicorn_conf.py", "--workers", "3", "--threads", "1"],
     )
-    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
         for _ in range(30):
             assert requests.get(f"{base}/api/v1/workers", headers=headers, timeout=5).ok
         for _ in range(10):

@@ -313,9 +313,9 @@ def test_detail_buttons_follow_the_state_and_the_role(operator, viewer):
     # Both are on the page (its script shows the one that applies as the state moves).
     queued_page = operator.get(detail(queued)).content.decode()
     assert '<li id="hodei-cancel-item">' in queued_page
-    assert '<li hidden id="hodei-retry-item">' in queued_page
+    assert '<li id="hodei-retry-item" hidden>' in queued_page
     done_page = operator.get(detail(done)).content.decode()
-    assert '<li hidden id="hodei-cancel-item">' in done_page
+    assert '<li id="hodei-cancel-item" hidden>' in done_page
     assert '<li id="hodei-retry-item">' in done_page
     for execution in (queued, done):
         page = viewer.get(detail(execution))
@@ -444,7 +444,7 @@ def test_stop_of_a_worker_that_is_not_running_says_so_and_changes_nothing(operat
     before = ManagedWorker.objects.filter(pk=managed.pk).values().get()
     response = action(operator, MANAGED, "stop_selected", [managed])
     messages = messages_of(response)
-    assert f"{managed.name} is already {status}." in messages, messages
+    assert f"{managed.name}: already {status}." in messages, messages
     assert not any("1 worker(s) stopped" in m for m in messages)
     assert ManagedWorker.objects.filter(pk=managed.pk).values().get() == before
 
