@@ -14,6 +14,11 @@ ENV PYTHONUNBUFFERED=1 \
 # A non-root user; its home is the only writable place (var dir: logs, static files,
 # managed agents' logs). The agent runs jobs with bash, sh and python3: all three come
 # with the base image (Debian's bash is essential; the image installs python3).
+# bubblewrap: the agent's sandbox for each command (docs/security.md).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 hodei \
     && useradd --system --uid 10001 --gid hodei --home-dir /var/lib/hodei \
         --shell /bin/bash hodei \

@@ -19,19 +19,23 @@ $(VAR)/secret_key:
 	mkdir -p $(VAR)
 	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
-# Settings require SECRET_KEY; unless the environment gives one, make run keeps a
-# generated key in var/secret_key.
-WITH_KEY = SECRET_KEY="$${SECRET_KEY:-$$(cat $(VAR)/secret_key)}"
-
+# Settings read var/secret_key when SECRET_KEY is unset: make run generates it once.
 # Honcho gives processes 5 s after Ctrl-C before SIGKILL: agents get shorter grace
 # periods here so that they always finish cleaning up first.
 DEV_GRACE = HODEI_SHUTDOWN_GRACE_SECONDS=$${HODEI_SHUTDOWN_GRACE_SECONDS:-2} \
 	HODEI_KILL_GRACE_SECONDS=$${HODEI_KILL_GRACE_SECONDS:-1}
 
+# The local agent sandboxes its commands (bubblewrap) wherever that works; on a machine
+# without it, it runs them unsandboxed and says so, loudly, with the fix.
+NO_SANDBOX_BANNER = printf '\n\033[1;41m WARNING \033[0m the local agent runs commands WITHOUT a sandbox:\n  %s\n  Every job can read the agent'"'"'s environment and files. Install it: sudo apt-get install bubblewrap\n\n' "$$(cat $(VAR)/sandboxcheck.txt)"
+
 run: install $(VAR)/secret_key
-	$(WITH_KEY) $(BIN)/python manage.py migrate --no-input -v 0
-	$(WITH_KEY) $(BIN)/python manage.py bootstrap
-	$(WITH_KEY) $(DEV_GRACE) $(BIN)/honcho start -f Procfile
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py bootstrap
+	@if $(BIN)/python manage.py sandboxcheck >/dev/null 2>$(VAR)/sandboxcheck.txt; \
+	then isolation=sandbox; else isolation=none; $(NO_SANDBOX_BANNER); fi; \
+	$(DEV_GRACE) HODEI_ISOLATION=$${HODEI_ISOLATION:-$$isolation} \
+	$(BIN)/honcho start -f Procfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from agent.output import OutputCapture
 from agent.process import CommandProcess, command_env
+from agent.sandbox import Limits, SandboxConfig, SandboxError
 from agent.transport import Assignment, Rejected, Transport, TransportError
 from telemetry.logs import register_secret
 from telemetry.tracing import start_span_in
@@ -47,6 +48,7 @@ class Run:
     reason: str | None = None  # why we are killing it: a key of KILL_OUTCOMES
     open_fds: set = field(default_factory=set)
     span: object = None  # the execution.run span, when tracing
+    outcome: tuple | None = None  # (status, error) once it ended
 
 
 @dataclass
@@ -63,7 +65,9 @@ class AgentConfig:
     log_flush_bytes: int = 64 * 1024
     log_flush_seconds: float = 0.2
     workdir_root: str | None = None
-    isolation: str = "none"
+    isolation: str = "sandbox"  # or "none": plain processes of the agent's own user
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
 
     # field -> the environment variable that sets it (the control plane reads the same
     # variables: both sides must agree on the heartbeat interval, for instance).
@@ -75,6 +79,9 @@ class AgentConfig:
         "log_max_bytes": "HODEI_LOG_MAX_BYTES",
         "log_flush_bytes": "HODEI_LOG_FLUSH_BYTES",
         "log_flush_seconds": "HODEI_LOG_FLUSH_SECONDS",
+        "isolation": "HODEI_ISOLATION",
+        "sandbox_uid": "HODEI_SANDBOX_UID",
+        "sandbox_gid": "HODEI_SANDBOX_GID",
     }
 
     @classmethod
@@ -88,9 +95,13 @@ class AgentConfig:
                 try:
                     values[name] = kind(raw)
                 except ValueError:
-                    raise ValueError(f"{variable} must be a number, got {raw!r}") from None
+                    raise ValueError(f"{variable} must be a {kind.__name__}, got {raw!r}") from None
         values.update({k: v for k, v in given.items() if v is not None})
         return cls(**values)
+
+    @property
+    def sandbox(self) -> SandboxConfig:
+        return SandboxConfig(isolation=self.isolation, uid=self.sandbox_uid, gid=self.sandbox_gid)
 
 
 class Agent:
@@ -296,12 +307,20 @@ class Agent:
         )
         try:
             process = CommandProcess(
+                execution_id=assignment.id,
                 command=assignment.command,
                 type=assignment.type,
-                env=command_env(assignment),
+                env=command_env(assignment, config=self.config.sandbox),
                 workdir_root=self.config.workdir_root,
+                config=self.config.sandbox,
+                network=assignment.network,
+                limits=Limits(
+                    memory_limit_mb=assignment.memory_limit_mb,
+                    pids_limit=assignment.pids_limit,
+                    cpu_limit=assignment.cpu_limit,
+                ),
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SandboxError) as exc:
             output.system(f"[hodei] could not start the command: {exc}")
             self._store([(assignment.id, c) for c in output.take(final=True)])
             self.transport.settle(
@@ -375,7 +394,7 @@ class Agent:
                 self._kill(run, "timeout")
             sent = run.process.kill_sent_at
             if sent is not None and now - sent >= self.config.kill_grace_seconds:
-                run.process.signal_group(signal.SIGKILL)
+                run.process.kill()
 
     def _kill(self, run: Run, reason: str) -> None:
         if run.reason is None:
@@ -407,8 +426,8 @@ class Agent:
                 continue
             if run.open_fds:
                 # Exited, but a pipe is still open: a leftover child holds it. Drain what
-                # is there now, then kill the group so the pipe closes.
-                run.process.signal_group(signal.SIGKILL)
+                # is there now, then kill everything of it so the pipe closes.
+                run.process.kill()
                 stdout_fd = run.process.popen.stdout.fileno()
                 for fd in list(run.open_fds):
                     self._read(run, "stdout" if fd == stdout_fd else "stderr", fd)
@@ -426,15 +445,27 @@ class Agent:
             "worker_id": self.worker_id,
         }
 
+    def _outcome(self, run: Run, code: int) -> tuple[str | None, str]:
+        """What to report of a run that ended: how, and why if not by its exit code."""
+        if run.reason is not None:
+            return KILL_OUTCOMES[run.reason]
+        if code == 0:
+            return SUCCEEDED, ""
+        if run.process.oom_killed:
+            limit = run.assignment.memory_limit_mb
+            error = f"Killed: it exceeded its memory limit ({limit} MiB)."
+            run.output.system(f"[hodei] {error}")
+            return FAILED, error
+        return FAILED, ""
+
     def _settle(self, run: Run) -> None:
         assignment, code = run.assignment, run.process.returncode
+        if run.outcome is None:  # decided once: a report that failed is sent again as is
+            run.outcome = self._outcome(run, code)
+        status, error = run.outcome
         # Every chunk is stored before the outcome: a reader that sees a finished
         # execution has seen all of its output.
         self._store([(assignment.id, c) for c in run.output.take(final=True)])
-        if run.reason is None:
-            status, error = (SUCCEEDED if code == 0 else FAILED), ""
-        else:
-            status, error = KILL_OUTCOMES[run.reason]
         if run.span is not None:
             run.span.set_attribute("hodei.exit_code", -1 if code is None else code)
             run.span.set_attribute("hodei.status", status or "settled elsewhere")

@@ -1,11 +1,15 @@
-"""One command running in its own process group, in a fresh working directory."""
+"""One command running in a fresh working directory: in its own sandbox (agent.sandbox:
+PID namespace, unprivileged user, read-only system, private /tmp, resource limits), or,
+with isolation "none", as a plain process group of the agent's own user."""
 
 import os
+import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
+
+from agent import sandbox
 
 # orchestrator.choices.CommandType -> its interpreter (this module runs without Django).
 INTERPRETERS = {
@@ -14,15 +18,23 @@ INTERPRETERS = {
     "python": ["python3", "-c"],
 }
 
-# The agent's own environment holds secrets (DATABASE_URL, SECRET_KEY): a command gets
-# only these basics from it, then the job's variables.
+# The agent's own environment holds secrets (DATABASE_URL, SECRET_KEY, its credential): a
+# command gets only these basics from it, then the job's variables.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
+# Inside a sandbox the agent's paths and user mean nothing: only the locale and zone pass.
+SANDBOX_INHERITED_ENV = ("LANG", "LC_ALL", "TZ")
+NO_LIMITS = sandbox.Limits()
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def command_env(assignment) -> dict[str, str]:
+def command_env(assignment, *, config: sandbox.SandboxConfig | None = None) -> dict[str, str]:
     """The agent's basics, the execution's variables (its job's, with the run's
     overrides), the job's secrets, and Hodei's own."""
-    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    sandboxed = config is not None and config.isolation == "sandbox"
+    inherited = SANDBOX_INHERITED_ENV if sandboxed else INHERITED_ENV
+    env = {name: os.environ[name] for name in inherited if name in os.environ}
+    if sandboxed:
+        env.update(PATH=SYSTEM_PATH, **_user_env(config.uid))
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(assignment.env)
     env.update(assignment.secret_env)
@@ -34,27 +46,59 @@ def command_env(assignment) -> dict[str, str]:
     return env
 
 
+def _user_env(uid: int) -> dict[str, str]:
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return {"USER": name, "LOGNAME": name}
+
+
 class CommandProcess:
     """A started command. Reading its pipes is the caller's job (one selector for all)."""
 
-    def __init__(self, *, command: str, type: str, env: dict[str, str], workdir_root: str | None):
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        command: str,
+        type: str,
+        env: dict[str, str],
+        workdir_root: str | None,
+        config: sandbox.SandboxConfig,
+        network: bool = True,
+        limits: sandbox.Limits = NO_LIMITS,
+    ):
         self.workdir = tempfile.mkdtemp(prefix="hodei-run-", dir=workdir_root)
+        self.prepared = None
         try:
+            self.prepared = sandbox.prepare(
+                config,
+                execution_id=execution_id,
+                argv=[*INTERPRETERS[type], command],
+                env=env,
+                workdir=self.workdir,
+                network=network,
+                limits=limits,
+            )
             # start_new_session gives the command its own process group (to kill it whole)
             # without preexec_fn, which would force Python's slow fork() path.
             self.popen = subprocess.Popen(
-                [*INTERPRETERS[type], command],
+                self.prepared.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=self.workdir,
-                env=env,
+                cwd=self.prepared.cwd,
+                env=self.prepared.env,
                 start_new_session=True,
                 close_fds=True,
             )
         except BaseException:
+            if self.prepared is not None:
+                self.prepared.cleanup()
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
+        self.prepared.attach(self.popen.pid)
         self.pid = self.popen.pid
         self.pidfd = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
         for pipe in (self.popen.stdout, self.popen.stderr):
@@ -70,21 +114,25 @@ class CommandProcess:
                 self.returncode = code if code >= 0 else 128 - code
         return self.returncode
 
-    def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    @property
+    def oom_killed(self) -> bool:
+        """Whether its memory limit killed it (known once it has exited)."""
+        return self.prepared.oom_killed()
 
     def terminate(self) -> None:
-        """SIGTERM to the whole group; the caller sends SIGKILL after its grace period."""
+        """SIGTERM to the command (graceful); the caller kills it after its grace period."""
         if self.kill_sent_at is None:
             self.kill_sent_at = time.monotonic()
-            self.signal_group(signal.SIGTERM)
+            self.prepared.terminate()
+
+    def kill(self) -> None:
+        """SIGKILL to everything of this execution: nothing it started survives."""
+        self.prepared.kill()
 
     def close(self) -> None:
-        # Whatever the command left running in its group goes with it.
-        self.signal_group(signal.SIGKILL)
+        # Whatever the command left running goes with it.
+        self.prepared.kill()
+        self.prepared.cleanup()
         for pipe in (self.popen.stdout, self.popen.stderr):
             try:
                 pipe.close()

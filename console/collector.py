@@ -90,3 +90,9 @@ class DomainCollector:
         for status, n in counts.items():
             family.add_metric([status], n)
         yield family
+        unsandboxed = GaugeMetricFamily(
+            "hodei_workers_unsandboxed",
+            "Live workers running commands without a sandbox (isolation none).",
+        )
+        unsandboxed.add_metric([], len(selectors.unsandboxed_workers()))
+        yield unsandboxed

@@ -49,6 +49,7 @@ def build(now: datetime | None = None) -> dict:
         "total_24h": sum(by_status.values()),
         "success_rate": round(100 * succeeded / finished, 1) if finished else None,
         "queue_depth": sum(q.queued for q in queue),
+        "unsandboxed": selectors.unsandboxed_workers(),
         "oldest_queued_age": (now - oldest) if oldest else None,
         "workers": workers,
         "chart": _hourly_chart(recent, now=now),

@@ -20,6 +20,13 @@ class JobStatus(models.TextChoices):
     LOST = "lost"
 
 
+class Network(models.TextChoices):
+    """What network a command sees: the host's (the default), or none at all."""
+
+    DEFAULT = "default"
+    NONE = "none"
+
+
 class CommandType(models.TextChoices):
     """How a command runs: ``bash -c``, ``sh -c`` or ``python3 -c``."""
 

@@ -3,7 +3,7 @@ from django.db import models
 
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
-from orchestrator.choices import CommandType, JobStatus, PipelineStatus
+from orchestrator.choices import CommandType, JobStatus, Network, PipelineStatus
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
@@ -26,7 +26,56 @@ JOB_SETTINGS = (
     "max_lost_retries",
     "retention_days",
     "retention_count",
+    "network",
+    "memory_limit_mb",
+    "pids_limit",
+    "cpu_limit",
 )
+# A job's settings an execution takes a copy of when it is queued (its run settings).
+RUN_SETTINGS = (
+    "command",
+    "type",
+    "worker_type",
+    "timeout_seconds",
+    "network",
+    "memory_limit_mb",
+    "pids_limit",
+    "cpu_limit",
+)
+
+
+class ResourceLimits(models.Model):
+    """What a command may use, enforced by the agent's sandbox (agent.sandbox): cgroups
+    where it can create them, rlimits otherwise. Empty means no limit."""
+
+    network = models.CharField(
+        max_length=16,
+        choices=Network.choices,
+        default=Network.DEFAULT,
+        help_text="none: the command has no network at all (its own loopback only).",
+    )
+    memory_limit_mb = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(16), MaxValueValidator(1024 * 1024)],
+        help_text="Memory in MiB; a command over it is killed and its execution fails.",
+    )
+    pids_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(8), MaxValueValidator(100_000)],
+        help_text="Processes and threads at once.",
+    )
+    cpu_limit = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01), MaxValueValidator(1024)],
+        help_text="CPU cores (0.5 is half a core).",
+    )
+
+    class Meta:
+        abstract = True
+
 
 worker_type_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -55,7 +104,7 @@ class Pipeline(models.Model):
         return self.name
 
 
-class Job(models.Model):
+class Job(ResourceLimits):
     """A command to run and how to run it. Its fields are the defaults of every execution
     started from it; a run may override them."""
 

@@ -5,6 +5,8 @@ clients), exactly as the three processes serve them. Tests that need real proces
 ``live_db_url`` to point them at the test database."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -15,6 +17,7 @@ from rest_framework.test import APIClient
 from accounts.models import token_create
 from accounts.roles import OPERATORS, VIEWERS
 from agent.loop import Agent, AgentConfig
+from agent.sandbox import SandboxConfig, probe
 from agent.transport_db import DatabaseTransport
 from hodei.lib.env import database_url_from_settings
 from telemetry import metrics
@@ -97,8 +100,24 @@ def make_client(db):
     return make
 
 
+# The isolation agents run with in tests: the sandbox wherever it works (as in
+# production), else none; tests of the sandbox itself skip with the probe's reason.
+SANDBOX_PROBLEM = probe(SandboxConfig())
+ISOLATION = "none" if SANDBOX_PROBLEM else "sandbox"
+
+
 @pytest.fixture
-def make_agent(db, tmp_path):
+def workdir_root():
+    """Where agents make working directories: a fresh directory the sandbox user can
+    reach (pytest's own tmp_path is readable by its owner only)."""
+    root = tempfile.mkdtemp(prefix="hodei-test-runs-")
+    os.chmod(root, 0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_agent(db, workdir_root):
     """An in-process agent, driven one step at a time by the test."""
     agents = []
 
@@ -111,7 +130,8 @@ def make_agent(db, tmp_path):
             poll_seconds=0.05,
             kill_grace_seconds=0.5,
             shutdown_grace_seconds=0.5,
-            workdir_root=str(tmp_path),
+            workdir_root=workdir_root,
+            isolation=ISOLATION,
         )
         options.update(overrides)
         agent = Agent(AgentConfig(**options), DatabaseTransport())
@@ -141,6 +161,7 @@ def child_env(live_db_url) -> dict:
         HODEI_DEV="1",
         HODEI_HEARTBEAT_SECONDS="0.5",
         HODEI_POLL_SECONDS="0.2",
+        HODEI_ISOLATION=ISOLATION,
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -1,10 +1,12 @@
 """Helpers for tests that run Hodei's processes for real."""
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -146,3 +148,58 @@ def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def sleep_marker() -> str:
+    """A `sleep` duration no other process uses (an hour and a unique fraction): a test
+    finds the processes of its command in the host's process table by it."""
+    return f"3600.{random.randrange(10**8, 10**9)}"
+
+
+def processes_running(marker: str) -> list[int]:
+    """Host pids (not zombies) whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if marker in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+class Ledger:
+    """A record of what commands really ran, kept outside their sandboxes: a TCP server
+    of the test's to which a command writes lines (``echo ... > $LEDGER`` with bash's
+    /dev/tcp), as a file would be written if jobs could write host files."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"/dev/tcp/127.0.0.1/{self.server.getsockname()[1]}"
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+            with self._lock:
+                self._lines.extend(data.decode().split())
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def close(self) -> None:
+        self.server.close()

@@ -342,3 +342,13 @@ def test_gunicorn_entrypoints_and_paths_exist(services):
         for token in argv:
             if re.fullmatch(r"[\w/]+\.py", token):
                 assert (ROOT / token).is_file(), token
+
+
+def test_the_image_has_bubblewrap_and_the_agent_may_use_it(services):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "bubblewrap" in dockerfile
+    agent = services["agent"]
+    # Root to switch commands to uid 65534; profiles that allow user namespaces.
+    assert agent["user"] == "root"
+    assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(agent["security_opt"])
+    assert "DATABASE_URL" in agent["environment"]  # the database agent (trusted host)

@@ -6,6 +6,7 @@ control, log storage and settlement; two transports."""
 from django.db import transaction
 
 from hodei.lib import clock
+from orchestrator.choices import Network
 from orchestrator.models import Job
 from workermanager import services, workers
 from workermanager.choices import ExecutionStatus, WorkerStatus
@@ -31,6 +32,10 @@ def assignments(executions: list[Execution]) -> list[dict]:
             "attempt": e.attempt,
             "job_id": str(e.job_id or ""),
             "trace_parent": e.trace_parent,
+            "network": e.network != Network.NONE,
+            "memory_limit_mb": e.memory_limit_mb,
+            "pids_limit": e.pids_limit,
+            "cpu_limit": e.cpu_limit,
         }
         for e in executions
     ]

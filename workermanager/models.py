@@ -8,7 +8,7 @@ from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from orchestrator.choices import CommandType
-from orchestrator.models import MAX_TIMEOUT_SECONDS, worker_type_validator
+from orchestrator.models import MAX_TIMEOUT_SECONDS, ResourceLimits, worker_type_validator
 from workermanager.choices import (
     SOURCES,
     WORKER_OUTCOMES,
@@ -179,7 +179,7 @@ class ManagedWorker(models.Model):
             setattr(self, name, value)
 
 
-class Execution(models.Model):
+class Execution(ResourceLimits):
     """One attempt at running a command. A retry is a new Execution (``attempt`` + 1,
     ``retry_of`` the previous one), so every attempt keeps its own log.
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.db.models import Count, Min
 
-from workermanager.choices import TERMINAL, ExecutionStatus
+from workermanager.choices import LIVE_WORKER_STATUSES, TERMINAL, ExecutionStatus, Isolation
 from workermanager.models import Execution, ExecutionLog, Worker
 
 LOG_PAGE = 1000  # chunks per page of a log, for every reader
@@ -99,6 +99,15 @@ def running_by_worker_type() -> dict[str, int]:
         .order_by()
     )
     return dict(rows)
+
+
+def unsandboxed_workers() -> list[Worker]:
+    """Live workers whose commands run without a sandbox (isolation none)."""
+    return list(
+        Worker.objects.filter(status__in=LIVE_WORKER_STATUSES, isolation=Isolation.NONE)
+        .order_by("name")
+        .only("id", "name", "hostname")
+    )
 
 
 def workers_by_liveness(*, now: datetime) -> dict[str, int]:

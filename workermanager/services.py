@@ -14,7 +14,7 @@ from django.db import IntegrityError, models, transaction
 
 from hodei.exceptions import InvalidInput, InvalidTransition
 from hodei.lib import clock
-from orchestrator.models import Job
+from orchestrator.models import RUN_SETTINGS, Job
 from telemetry import metrics, tracing
 from workermanager import hooks
 from workermanager.choices import RETRYABLE, TERMINAL, ExecutionStatus, Trigger
@@ -34,6 +34,10 @@ def execution_enqueue(
     worker_type: str | None = None,
     env: dict | None = None,
     timeout_seconds: int | None = None,
+    network: str | None = None,
+    memory_limit_mb: int | None = None,
+    pids_limit: int | None = None,
+    cpu_limit: float | None = None,
     trigger: str = Trigger.API,
     schedule=None,
     scheduled_for: datetime | None = None,
@@ -54,6 +58,10 @@ def execution_enqueue(
             "type": type,
             "worker_type": worker_type,
             "timeout_seconds": timeout_seconds,
+            "network": network,
+            "memory_limit_mb": memory_limit_mb,
+            "pids_limit": pids_limit,
+            "cpu_limit": cpu_limit,
         }
         execution = Execution(
             job=job,
@@ -261,11 +269,8 @@ def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execu
         with transaction.atomic():
             return execution_enqueue(
                 job=execution.job,
-                command=execution.command,
-                type=execution.type,
-                worker_type=execution.worker_type,
                 env=execution.env,
-                timeout_seconds=execution.timeout_seconds,
+                **{name: getattr(execution, name) for name in RUN_SETTINGS},
                 trigger=trigger,
                 retry_of=execution,
                 available_at=available_at,

@@ -8,6 +8,7 @@ import pytest
 from hodei.lib import clock
 from tests.agent.conftest import drive, log_text, worker_of
 from tests.factories import JobFactory, WorkerFactory
+from tests.processes import processes_running, sleep_marker
 from workermanager.choices import ExecutionStatus, LogStream, Trigger, WorkerStatus
 from workermanager.models import Execution
 from workermanager.services import (
@@ -90,13 +91,15 @@ def test_secret_env_values_are_masked_in_the_log(make_agent):
     assert log_text(execution) == "token is ********\n"
 
 
-def test_it_runs_in_a_fresh_working_directory_that_is_removed(make_agent, tmp_path):
+def test_it_runs_in_a_fresh_working_directory_that_is_removed(make_agent, workdir_root):
     agent = make_agent()
     execution = drive(agent, execution_enqueue(command="pwd; ls -A | wc -l; touch left-behind"))
+    assert execution.status == S.SUCCEEDED, log_text(execution)
     workdir, count = log_text(execution).split()
-    assert workdir.startswith(str(tmp_path))
     assert count == "0"
-    assert not os.path.exists(workdir)
+    if agent.config.isolation == "none":
+        assert workdir.startswith(workdir_root)
+    assert os.listdir(workdir_root) == []  # removed, with what the command left in it
 
 
 def test_empty_command_succeeds_at_once_without_a_worker(db):
@@ -107,30 +110,28 @@ def test_empty_command_succeeds_at_once_without_a_worker(db):
     assert execution.worker_id is None
 
 
-def test_timeout_kills_the_whole_process_group(make_agent, tmp_path):
+def test_timeout_kills_the_whole_process_group(make_agent):
     agent = make_agent()
-    pidfile = tmp_path / "child.pid"
-    execution = execution_enqueue(
-        command=f"sleep 60 & echo $! > {pidfile}; wait", timeout_seconds=1
-    )
+    marker = sleep_marker()
+    execution = execution_enqueue(command=f"sleep {marker} & wait", timeout_seconds=1)
     execution = drive(agent, execution)
     assert execution.status == S.TIMED_OUT
     assert "Timed out" in execution.error
     assert 900 <= execution.duration_ms < 5000
-    assert not pid_alive(int(pidfile.read_text()))
+    assert processes_running(marker) == []
     assert "[hodei] stopping the command: timeout" in log_text(execution)
 
 
-def test_cancelling_a_running_command_ends_cancelled_within_2s(make_agent, tmp_path):
+def test_cancelling_a_running_command_ends_cancelled_within_2s(make_agent):
     agent = make_agent()
-    pidfile = tmp_path / "child.pid"
-    execution = execution_enqueue(command=f"sleep 60 & echo $! > {pidfile}; wait")
-    drive(agent, execution, until=lambda e: e.status == S.RUNNING and pidfile.exists())
+    marker = sleep_marker()
+    execution = execution_enqueue(command=f"sleep {marker} & wait")
+    drive(agent, execution, until=lambda e: e.status == S.RUNNING and processes_running(marker))
     execution_cancel(execution=execution)
     cancelled = drive(agent, execution, timeout=2.0)
     assert cancelled.status == S.CANCELLED
     assert cancelled.cancel_requested
-    assert not pid_alive(int(pidfile.read_text()))
+    assert processes_running(marker) == []
 
 
 def test_cancelling_a_queued_execution_is_immediate(db):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import JobFactory
-from tests.processes import start_agent, stop, wait_for
+from tests.processes import Ledger, start_agent, stop, wait_for
 from workermanager.choices import TERMINAL, ExecutionStatus, WorkerStatus
 from workermanager.models import Execution, Worker
 from workermanager.services import execution_enqueue
@@ -22,9 +22,15 @@ def status_of(execution) -> str:
     return execution.status
 
 
-def test_kill_9_of_an_agent_mid_run_ends_lost_and_the_retry_succeeds_elsewhere(child_env, tmp_path):
-    marker = tmp_path / "ran"
-    job = JobFactory(command=f"echo $HODEI_ATTEMPT >> {marker}; sleep 2; echo finished")
+@pytest.fixture
+def ledger():
+    ledger = Ledger()
+    yield ledger
+    ledger.close()
+
+
+def test_kill_9_of_an_agent_mid_run_ends_lost_and_the_retry_succeeds_elsewhere(child_env, ledger):
+    job = JobFactory(command=f"echo $HODEI_ATTEMPT > {ledger.address}; sleep 2; echo finished")
     doomed = start_agent(child_env, name="doomed")
     try:
         first = execution_enqueue(job=job)
@@ -46,12 +52,11 @@ def test_kill_9_of_an_agent_mid_run_ends_lost_and_the_retry_succeeds_elsewhere(c
     assert retry.worker.name == "survivor"
     assert retry.attempt == 2
     assert Worker.objects.get(name="doomed").status == WorkerStatus.OFFLINE
-    assert marker.read_text().split() == ["1", "2"]
+    assert wait_for(lambda: sorted(ledger.lines()) == ["1", "2"])
 
 
-def test_500_executions_across_3_agents_each_run_exactly_once(child_env, tmp_path):
-    ledger = tmp_path / "ledger"
-    command = f'echo "$HODEI_EXECUTION_ID" >> {ledger}'
+def test_500_executions_across_3_agents_each_run_exactly_once(child_env, ledger):
+    command = f'echo "$HODEI_EXECUTION_ID" > {ledger.address}'
     executions = [execution_enqueue(command=command) for _ in range(500)]
     agents = [start_agent(child_env, name=f"racer-{i}", concurrency=4) for i in range(3)]
     try:
@@ -63,7 +68,7 @@ def test_500_executions_across_3_agents_each_run_exactly_once(child_env, tmp_pat
     finally:
         for agent in agents:
             stop(agent)
-    ran = ledger.read_text().split()
+    ran = wait_for(lambda: len(ledger.lines()) >= 500 and ledger.lines())
     assert len(ran) == 500
     assert sorted(ran) == sorted(str(e.id) for e in executions)
     assert Execution.objects.filter(status=S.SUCCEEDED).count() == 500

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from hodei.api.fields import env_field, labels_field
-from orchestrator.choices import CommandType
+from orchestrator.choices import CommandType, Network
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
 from workermanager.models import Execution, ExecutionLog, ManagedWorker, Worker
 from workermanager.selectors import LOG_PAGE, MAX_LOG_PAGE
@@ -24,6 +24,10 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "worker_type",
             "env",
             "timeout_seconds",
+            "network",
+            "memory_limit_mb",
+            "pids_limit",
+            "cpu_limit",
             "status",
             "exit_code",
             "error",
@@ -44,7 +48,10 @@ class ExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ExecuteInputSerializer(serializers.Serializer):
+class ExecuteInputSerializer(serializers.ModelSerializer):
+    """What ``POST /api/v1/execute`` takes: a job and/or a command, and overrides of the
+    job's run settings (the job supplies every one left out)."""
+
     job_id = serializers.PrimaryKeyRelatedField(
         source="job",
         queryset=Job.objects.all(),
@@ -63,6 +70,13 @@ class ExecuteInputSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=MAX_TIMEOUT_SECONDS
     )
+    network = serializers.ChoiceField(choices=Network.choices, required=False)
+
+    class Meta:
+        model = Execution
+        fields = ["job_id", "command", "type", "worker_type", "env", "timeout_seconds"]
+        # The resource limits: validated as the model (and the job) declares them.
+        fields += ["network", "memory_limit_mb", "pids_limit", "cpu_limit"]
 
 
 class ExecutionLogEntrySerializer(serializers.ModelSerializer):

@@ -3,6 +3,7 @@ import logging
 from django.core.management.base import BaseCommand, CommandError
 
 from agent.loop import Agent, AgentConfig
+from agent.sandbox import probe
 from agent.transport_db import DatabaseTransport
 from orchestrator.models import worker_type_validator
 from telemetry.tracing import setup_tracing
@@ -16,6 +17,22 @@ def parse_labels(raw: str) -> dict[str, str]:
             raise CommandError(f"--labels takes k=v pairs separated by commas, got {item!r}")
         labels[key.strip()] = value.strip()
     return labels
+
+
+def refuse_without_sandbox(config: AgentConfig) -> None:
+    """An agent meant to sandbox its commands does not start where it cannot."""
+    if config.isolation not in ("sandbox", "none"):
+        raise CommandError(f"--isolation must be sandbox or none, got {config.isolation!r}")
+    if config.isolation == "sandbox":
+        problem = probe(config.sandbox)
+        if problem:
+            raise CommandError(f"Cannot sandbox commands here: {problem}")
+    else:
+        logging.getLogger("hodei.agent").warning(
+            "isolation none: commands run unsandboxed as this agent's user; they can read "
+            "its environment and files and signal it. Install bubblewrap "
+            "(apt-get install bubblewrap) and drop --isolation none."
+        )
 
 
 class Command(BaseCommand):
@@ -32,6 +49,14 @@ class Command(BaseCommand):
         parser.add_argument("--heartbeat-seconds", type=float, default=None)
         parser.add_argument("--poll-seconds", type=float, default=None)
         parser.add_argument("--shutdown-grace-seconds", type=float, default=None)
+        parser.add_argument(
+            "--isolation",
+            choices=["sandbox", "none"],
+            default=None,
+            help="sandbox (the default; HODEI_ISOLATION): each command in its own bubblewrap "
+            "sandbox. none: plain processes of the agent's own user, which can read the "
+            "agent's environment and files and signal it: trusted commands only.",
+        )
 
     def handle(self, *args, **options):
         try:
@@ -50,7 +75,9 @@ class Command(BaseCommand):
             heartbeat_seconds=options["heartbeat_seconds"],
             poll_seconds=options["poll_seconds"],
             shutdown_grace_seconds=options["shutdown_grace_seconds"],
+            isolation=options["isolation"],
         )
+        refuse_without_sandbox(config)
         agent = Agent(config, DatabaseTransport())
         agent.install_signal_handlers()
         agent.run()
