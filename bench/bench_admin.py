@@ -32,22 +32,25 @@ time, so the dashboard's "last 24 hours" still covers seeded data.
 
 import argparse
 import json
-import os
 import random
-import statistics
-import subprocess
-import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
+from benchlib import (
+    Seeder,
+    connect,
+    copy_text,
+    db_url,
+    median,
+    recreate_database,
+    run_in_project_venv,
+    say,
+    setup_django,
+    spread,
+)
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DB = "hodei_bench_admin"
-DATABASE_URL = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB}"
+LOGS = "workermanager_executionlog"
 
 N_PIPELINES = 200
 N_JOBS = 2_000
@@ -64,59 +67,48 @@ TERMINAL_MIX = [  # status, weight
 ]
 TRIGGER_MIX = [("schedule", 0.62), ("api", 0.25), ("retry", 0.06), ("admin", 0.04), ("cli", 0.03)]
 SUPERUSER = "bench-admin"
-NULL = "\\N"  # COPY text format
-
-
-def say(msg: str) -> None:
-    print(f"[bench-admin {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def in_project_venv() -> bool:
-    return Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
-
-
-# -- small helpers ---------------------------------------------------------------------
-
-
-def uuid7_at(ms: int, sub_ms: int, rng: random.Random) -> uuid.UUID:
-    """A UUIDv7 for millisecond ``ms``; ``sub_ms`` (0..4095) fills rand_a so that ids in
-    the same millisecond still sort by their microseconds."""
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= (sub_ms & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rng.getrandbits(62)
-    return uuid.UUID(int=value)
-
-
-class TsFormat:
-    """Fast 'YYYY-MM-DD HH:MM:SS.ffffff+00' for epoch microseconds (COPY text input);
-    caches the per-second prefix, since rows arrive in time order."""
-
-    def __init__(self):
-        self.cache: dict[int, str] = {}
-
-    def __call__(self, us: int) -> str:
-        sec, frac = divmod(us, 1_000_000)
-        prefix = self.cache.get(sec)
-        if prefix is None:
-            if len(self.cache) > 200_000:
-                self.cache.clear()
-            prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            self.cache[sec] = prefix
-        return f"{prefix}.{frac:06d}+00"
-
-
-def copy_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def pg(dbname: str = "postgres", autocommit: bool = True):
-    import psycopg
-
-    return psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=autocommit
-    )
+COMMANDS = [
+    "make build",
+    "make test",
+    "cargo build --release\ncargo test",
+    "python -m pytest -q",
+    "./scripts/deploy.sh staging",
+    "docker build -t app:latest .",
+    "npm ci && npm run lint",
+    "pg_dump app | gzip > /backups/app.sql.gz",
+    "terraform plan -out plan.bin",
+    "rsync -a dist/ web01:/srv/app/",
+]
+MSGS_OUT = [
+    "Cloning into 'repo'...\nremote: Enumerating objects: 1532, done.",
+    "Compiling app v0.1.0 (/work/repo)",
+    "   Compiling serde v1.0.210\n   Compiling tokio v1.40.0\n   Compiling hyper v1.4.1",
+    "collected 412 items",
+    "tests/test_api.py ........................................ [ 42%]",
+    "tests/test_models.py ..................................... [ 87%]",
+    "Step 4/12 : RUN pip install -r requirements.txt",
+    "Successfully built 3f2a9c1d8e7b",
+    "added 1204 packages in 14s",
+    "Plan: 3 to add, 1 to change, 0 to destroy.",
+    "sent 48,211,930 bytes  received 1,204 bytes  9,642,626.80 bytes/sec",
+    "Uploading artifact build/app.tar.gz (48.2 MiB)",
+    "INFO  migrating database: 0 pending migrations",
+    "Running 'make check'...\nok  \tgithub.com/acme/app/internal/store\t0.412s",
+]
+MSGS_ERR = [
+    "warning: unused variable: `cfg`\n  --> src/main.rs:42:9",
+    "npm WARN deprecated inflight@1.0.6: This module is not supported",
+    "E   AssertionError: expected 200, got 503",
+    'error: could not compile `app` (bin "app") due to 2 previous errors',
+    "curl: (28) Operation timed out after 30001 milliseconds",
+]
+MSGS_FIRST = ["+ set -euo pipefail", "+ cd /work/repo", "Starting on worker (pid 4{}{})"]
+MSGS_OK = ["Done.", "==> 412 passed in 38.21s", "Deployed revision 7f3c2e1 to staging"]
+MSGS_BAD = [
+    "make: *** [Makefile:12: test] Error 2",
+    "FAILED tests/test_api.py::test_health",
+    "Killed",
+]
 
 
 # -- database ----------------------------------------------------------------------------
@@ -124,7 +116,7 @@ def pg(dbname: str = "postgres", autocommit: bool = True):
 
 def db_has_data(executions: int, log_lines: int) -> bool:
     try:
-        with pg(DB) as conn:
+        with connect(DB) as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM workermanager_execution),"
                 " (SELECT reltuples::bigint FROM pg_class"
@@ -137,226 +129,90 @@ def db_has_data(executions: int, log_lines: int) -> bool:
     return has_meta and n_exec == executions and abs(est_logs - log_lines) <= 0.05 * log_lines
 
 
-def recreate_and_migrate() -> None:
-    with pg() as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [DB]
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}"')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-    env = {**os.environ, "DATABASE_URL": DATABASE_URL, "HODEI_DEV": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-    say(f"migrated in {time.perf_counter() - t0:.1f} s")
-
-
-def secondary_indexes(cur, table: str) -> list[tuple[str, str, str | None]]:
-    """(name, CREATE statement, constraint DDL or None) of every index but the primary key."""
-    cur.execute(
-        """
-        SELECT i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)
-        FROM pg_index x
-        JOIN pg_class i ON i.oid = x.indexrelid
-        LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.contype IN ('u', 'p')
-        WHERE x.indrelid = %s::regclass AND NOT x.indisprimary
-        ORDER BY i.relname
-        """,
-        [table],
-    )
-    out = []
-    for name, indexdef, conname, condef in cur.fetchall():
-        if conname:
-            out.append((name, indexdef, f'ALTER TABLE {table} ADD CONSTRAINT "{conname}" {condef}'))
-        else:
-            out.append((name, indexdef, None))
-    return out
-
-
 # -- seeding -----------------------------------------------------------------------------
 
 
-EMPTY_BY_TYPE = {
-    "text": "''",
-    "character varying": "''",
-    "character": "''",
-    "jsonb": "'{}'::jsonb",
-    "json": "'{}'::json",
-    "boolean": "false",
-    "integer": "0",
-    "bigint": "0",
-    "smallint": "0",
-    "double precision": "0",
-    "numeric": "0",
-    "uuid": None,
-}
-
-
-def temporary_defaults(cur, table: str, copy_sql: str) -> list[str]:
-    """Columns other sessions' migrations may add (NOT NULL without a database default)
-    get an empty default during the load; returns the ALTERs that undo it."""
-    supplied = {c.strip() for c in copy_sql.split("(", 1)[1].split(")", 1)[0].split(",")}
-    cur.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_name = %s AND is_nullable = 'NO' AND column_default IS NULL"
-        " AND is_identity = 'NO'",
-        [table],
-    )
-    undo = []
-    for column, data_type in cur.fetchall():
-        if column in supplied:
-            continue
-        empty = EMPTY_BY_TYPE.get(data_type)
-        if empty is None:
-            raise SystemExit(f"{table}.{column} ({data_type}) is NOT NULL: teach the bench a value")
-        say(f"  {table}.{column}: not seeded, defaults to {empty}")
-        cur.execute(f'ALTER TABLE {table} ALTER COLUMN "{column}" SET DEFAULT {empty}')
-        undo.append(f'ALTER TABLE {table} ALTER COLUMN "{column}" DROP DEFAULT')
-    return undo
-
-
-def copy_into(cur, copy_sql: str, undo: list[str]):
-    table = copy_sql.split()[1]
-    undo.extend(temporary_defaults(cur, table, copy_sql))
-    return cur.copy(copy_sql)
-
-
 def seed(n_exec: int, n_logs: int, seed_value: int) -> dict:
+    from orchestrator.models import Job, Pipeline
+    from workermanager.models import Worker
+
     rng = random.Random(seed_value)
-    ts = TsFormat()
     now = datetime.now(UTC).replace(microsecond=0)
     now_us = int(now.timestamp()) * 1_000_000
     timings = {}
     t_all = time.perf_counter()
-
-    def tid(us: int) -> str:
-        return str(uuid7_at(us // 1000, (us % 1000) * 4, rng))
-
-    conn = pg(DB, autocommit=False)
-    cur = conn.cursor()
-    cur.execute("SET synchronous_commit = off")
-    cur.execute("SET maintenance_work_mem = '512MB'")
-    # No per-row foreign-key triggers during the load: every reference is generated here.
-    cur.execute("SET session_replication_role = replica")
-    undo: list[str] = []
+    seeder = Seeder(DB, freeze=True, rng=rng, now_us=now_us)
+    ts, new_id = seeder.ts, seeder.new_id
 
     # -- pipelines, jobs, workers ---------------------------------------------------
     t0 = time.perf_counter()
     pipelines = []
-    with copy_into(
-        cur,
-        "COPY orchestrator_pipeline (id, name, description, status, metadata, created_at,"
-        " updated_at) FROM STDIN",
-        undo,
-    ) as copy:
-        for i in range(N_PIPELINES):
-            created = now_us - rng.randrange(31 * 86400, 365 * 86400) * 1_000_000
-            pid = tid(created)
-            pipelines.append(pid)
-            status = "archived" if i % 25 == 0 else ("paused" if i % 40 == 1 else "active")
-            copy.write_row(
-                (
-                    pid,
-                    f"project-{i:03d}",
-                    f"Build, test and ship project {i}",
-                    status,
-                    "{}",
-                    ts(created),
-                    ts(created),
-                )
-            )
-    commands = [
-        "make build",
-        "make test",
-        "cargo build --release\ncargo test",
-        "python -m pytest -q",
-        "./scripts/deploy.sh staging",
-        "docker build -t app:latest .",
-        "npm ci && npm run lint",
-        "pg_dump app | gzip > /backups/app.sql.gz",
-        "terraform plan -out plan.bin",
-        "rsync -a dist/ web01:/srv/app/",
-    ]
+    for i in range(N_PIPELINES):
+        created = now_us - rng.randrange(31 * 86400, 365 * 86400) * 1_000_000
+        pipelines.append(new_id(created))
+        seeder.add(
+            Pipeline,
+            id=pipelines[-1],
+            name=f"project-{i:03d}",
+            description=f"Build, test and ship project {i}",
+            status="archived" if i % 25 == 0 else ("paused" if i % 40 == 1 else "active"),
+            created_at=ts(created),
+            updated_at=ts(created),
+        )
     jobs = []  # (id, command, type, worker_type, timeout)
-    with copy_into(
-        cur,
-        "COPY orchestrator_job (id, name, description, command, type, worker_type, labels, env,"
-        " secret_env, timeout_seconds, max_retries, retry_delay_seconds, retry_backoff,"
-        " max_lost_retries, status, created_at, updated_at, pipeline_id) FROM STDIN",
-        undo,
-    ) as copy:
-        for i in range(N_JOBS):
-            created = now_us - rng.randrange(31 * 86400, 300 * 86400) * 1_000_000
-            jid = tid(created)
-            command = commands[i % len(commands)]
-            ctype = "python" if i % 17 == 0 else ("sh" if i % 11 == 0 else "bash")
-            worker_type = "" if i % 2 == 0 else WORKER_TYPES[i % len(WORKER_TYPES)]
-            timeout = [None, 300, 600, 1800, 3600][i % 5]
-            jobs.append((jid, command, ctype, worker_type, timeout))
-            copy.write_row(
-                (
-                    jid,
-                    f"job-{i:04d}",
-                    "",
-                    command,
-                    ctype,
-                    worker_type,
-                    "{}",
-                    json.dumps({"CI": "1"}),
-                    "{}",
-                    timeout,
-                    i % 3,
-                    10,
-                    2.0,
-                    1,
-                    "pending",
-                    ts(created),
-                    ts(created),
-                    pipelines[i % N_PIPELINES],
-                )
-            )
+    env = json.dumps({"CI": "1"})
+    for i in range(N_JOBS):
+        created = now_us - rng.randrange(31 * 86400, 300 * 86400) * 1_000_000
+        command = copy_text(COMMANDS[i % len(COMMANDS)])
+        ctype = "python" if i % 17 == 0 else ("sh" if i % 11 == 0 else "bash")
+        worker_type = "" if i % 2 == 0 else WORKER_TYPES[i % len(WORKER_TYPES)]
+        jobs.append(
+            (new_id(created), command, ctype, worker_type, [None, 300, 600, 1800, 3600][i % 5])
+        )
+        seeder.add(
+            Job,
+            id=jobs[-1][0],
+            name=f"job-{i:04d}",
+            command=command,
+            type=ctype,
+            worker_type=worker_type,
+            env=env,
+            timeout_seconds=jobs[-1][4],
+            max_retries=i % 3,
+            created_at=ts(created),
+            updated_at=ts(created),
+            pipeline_id=pipelines[i % N_PIPELINES],
+        )
     workers_by_type: dict[str, list[str]] = {t: [] for t in WORKER_TYPES}
     workers = []
-    with copy_into(
-        cur,
-        "COPY scheduler_worker (id, name, type, labels, capacity, hostname, version, pid,"
-        " status, registered_at, last_heartbeat_at, stopped_at) FROM STDIN",
-        undo,
-    ) as copy:
-        for i in range(N_WORKERS):
-            wtype = WORKER_TYPES[i % len(WORKER_TYPES)]
-            registered = now_us - (DAYS + 1) * 86400 * 1_000_000 + i * 1_000_000
-            wid = tid(registered)
-            workers.append(wid)
-            workers_by_type[wtype].append(wid)
-            offline = i >= N_WORKERS - 2
-            copy.write_row(
-                (
-                    wid,
-                    f"{wtype}-{i:02d}",
-                    wtype,
-                    json.dumps({"zone": f"z{i % 3}"}),
-                    WORKER_CAPACITY,
-                    f"host{i:02d}.internal",
-                    "0.1.0",
-                    1000 + i,
-                    "offline" if offline else "online",
-                    ts(registered),
-                    ts(now_us - (3600 if offline else 2) * 1_000_000),
-                    ts(now_us - 3600 * 1_000_000) if offline else None,
-                )
-            )
+    for i in range(N_WORKERS):
+        wtype = WORKER_TYPES[i % len(WORKER_TYPES)]
+        registered = now_us - (DAYS + 1) * 86400 * 1_000_000 + i * 1_000_000
+        workers.append(new_id(registered))
+        workers_by_type[wtype].append(workers[-1])
+        offline = i >= N_WORKERS - 2
+        seeder.add(
+            Worker,
+            id=workers[-1],
+            name=f"{wtype}-{i:02d}",
+            type=wtype,
+            labels=json.dumps({"zone": f"z{i % 3}"}),
+            capacity=WORKER_CAPACITY,
+            hostname=f"host{i:02d}.internal",
+            version="0.1.0",
+            pid=1000 + i,
+            status="offline" if offline else "online",
+            registered_at=ts(registered),
+            last_heartbeat_at=ts(now_us - (3600 if offline else 2) * 1_000_000),
+            stopped_at=ts(now_us - 3600 * 1_000_000) if offline else None,
+        )
+    seeder.sync()
     timings["small tables"] = time.perf_counter() - t0
 
     # -- executions -----------------------------------------------------------------
     t0 = time.perf_counter()
     start_us = now_us - DAYS * 86400 * 1_000_000
-    created = sorted(rng.randrange(start_us, now_us - 1_000_000) for _ in range(n_exec))
+    created = spread(n_exec, start_us, now_us - 1_000_000, rng)
     n_queued = max(1, n_exec * 3 // 1000)
     n_running = max(1, n_exec // 1000)
     status = rng.choices(
@@ -376,227 +232,126 @@ def seed(n_exec: int, n_logs: int, seed_value: int) -> dict:
     # Log chunks: none for queued executions, n_logs spread evenly over the others.
     n_with_logs = n_exec - status.count("queued")
     base_k, extra_k = divmod(n_logs, n_with_logs) if n_with_logs else (0, 0)
+    p_out, p_err, p_first, p_ok, p_bad = (
+        [copy_text(m) for m in pool] for pool in (MSGS_OUT, MSGS_ERR, MSGS_FIRST, MSGS_OK, MSGS_BAD)
+    )
+    nbytes = {
+        copy_text(m): len(m.encode()) for m in MSGS_OUT + MSGS_ERR + MSGS_FIRST + MSGS_OK + MSGS_BAD
+    }
 
-    msgs_out = [
-        "Cloning into 'repo'...\nremote: Enumerating objects: 1532, done.",
-        "Compiling app v0.1.0 (/work/repo)",
-        "   Compiling serde v1.0.210\n   Compiling tokio v1.40.0\n   Compiling hyper v1.4.1",
-        "collected 412 items",
-        "tests/test_api.py ........................................ [ 42%]",
-        "tests/test_models.py ..................................... [ 87%]",
-        "Step 4/12 : RUN pip install -r requirements.txt",
-        "Successfully built 3f2a9c1d8e7b",
-        "added 1204 packages in 14s",
-        "Plan: 3 to add, 1 to change, 0 to destroy.",
-        "sent 48,211,930 bytes  received 1,204 bytes  9,642,626.80 bytes/sec",
-        "Uploading artifact build/app.tar.gz (48.2 MiB)",
-        "INFO  migrating database: 0 pending migrations",
-        "Running 'make check'...\nok  \tgithub.com/acme/app/internal/store\t0.412s",
-    ]
-    msgs_err = [
-        "warning: unused variable: `cfg`\n  --> src/main.rs:42:9",
-        "npm WARN deprecated inflight@1.0.6: This module is not supported",
-        "E   AssertionError: expected 200, got 503",
-        'error: could not compile `app` (bin "app") due to 2 previous errors',
-        "curl: (28) Operation timed out after 30001 milliseconds",
-    ]
-    first = ["+ set -euo pipefail", "+ cd /work/repo", "Starting on worker (pid 4{}{})"]
-    last_ok = ["Done.", "==> 412 passed in 38.21s", "Deployed revision 7f3c2e1 to staging"]
-    last_bad = [
-        "make: *** [Makefile:12: test] Error 2",
-        "FAILED tests/test_api.py::test_health",
-        "Killed",
-    ]
-
-    def prep(pool):
-        return [(copy_escape(m), len(m.encode())) for m in pool]
-
-    p_out, p_err, p_first = prep(msgs_out), prep(msgs_err), prep(first)
-    p_ok, p_bad = prep(last_ok), prep(last_bad)
-
-    def chunks_for(i: int, k: int, st: str):
-        """(stream, escaped message, byte length) of execution i's k chunks, deterministic."""
-        out = [("system", *p_first[i % len(p_first)])]
+    def chunks_for(i: int, k: int, st: str) -> list[tuple[str, str]]:
+        """(stream, message) of execution i's k chunks, deterministic."""
+        out = [("system", p_first[i % len(p_first)])]
         for seq in range(1, k - 1):
             h = (i * 31 + seq * 7) % 97
-            if h < 9:
-                out.append(("stderr", *p_err[h % len(p_err)]))
-            else:
-                out.append(("stdout", *p_out[h % len(p_out)]))
+            out.append(
+                ("stderr", p_err[h % len(p_err)]) if h < 9 else ("stdout", p_out[h % len(p_out)])
+            )
         if k >= 2:
             if st == "succeeded" or st == "running":
-                out.append(("stdout", *p_ok[i % len(p_ok)]))
+                out.append(("stdout", p_ok[i % len(p_ok)]))
             else:
-                out.append(("stderr", *p_bad[i % len(p_bad)]))
+                out.append(("stderr", p_bad[i % len(p_bad)]))
         return out[:k]
 
-    exec_rows = []  # (id, created_us, started_us, finished_us, k, status) for the log pass
-    lines = []
-    cur.execute(
-        "TRUNCATE workermanager_executionlog, workermanager_execution, scheduler_schedulefire"
-    )
-    dropped = {}
-    for table in ("workermanager_execution", "workermanager_executionlog"):
-        dropped[table] = secondary_indexes(cur, table)
-        for name, _indexdef, constraint in dropped[table]:
-            if constraint:
-                conname = constraint.split('"')[1]
-                cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{conname}"')
+    with_logs = []  # (i, id, start, finished, k, status) for the log pass
+    seen_with_logs = 0
+    for i in range(n_exec):
+        c_us = created[i]
+        eid = new_id(c_us)
+        st = status[i]
+        if rng.random() < 0.05:
+            job_id, command, ctype, wtype, timeout = None, "./adhoc.sh --once", "bash", "", None
+        else:
+            job_id, command, ctype, wtype, timeout = jobs[job_idx[i]]
+        attempt = 2 if triggers[i] == "retry" else 1
+        started = finished = deadline = None
+        exit_code, error, worker_id, cancel = None, "", None, "f"
+        if st != "queued" and not (st == "cancelled" and i % 2 == 0):
+            started = c_us + rng.randrange(20_000, 3_000_000)
+            pool = workers_by_type[wtype] if wtype else workers
+            worker_id = pool[i % len(pool)]
+            if timeout:
+                deadline = started + timeout * 1_000_000
+        if st not in ("queued", "running"):
+            if started is None:  # cancelled while queued
+                finished = c_us + rng.randrange(1_000_000, 60_000_000)
+            elif st == "timed_out":
+                finished = started + (timeout or 600) * 1_000_000
             else:
-                cur.execute(f'DROP INDEX "{name}"')
-
-    with copy_into(
-        cur,
-        "COPY workermanager_execution (id, job_id, command, type, worker_type, env,"
-        " timeout_seconds, status, exit_code, error, worker_id, attempt, retries_used,"
-        " lost_retries_used, trigger, cancel_requested, created_at, available_at, started_at,"
-        " deadline_at, finished_at, log_bytes, log_truncated) FROM STDIN WITH (FREEZE)",
-        undo,
-    ) as copy:
-        seen_with_logs = 0
-        for i in range(n_exec):
-            c_us = created[i]
-            eid = tid(c_us)
-            st = status[i]
-            if rng.random() < 0.05:
-                job_id, command, ctype, wtype, timeout = NULL, "./adhoc.sh --once", "bash", "", None
-            else:
-                job_id, command, ctype, wtype, timeout = jobs[job_idx[i]]
-            trig = triggers[i]
-            attempt = 2 if trig == "retry" else 1
-            started = finished = deadline = None
-            exit_code, error, worker_id, cancel = None, "", None, "f"
-            if st != "queued" and not (st == "cancelled" and i % 2 == 0):
-                started = c_us + rng.randrange(20_000, 3_000_000)
-                pool = workers_by_type[wtype] if wtype else workers
-                worker_id = pool[i % len(pool)]
-                if timeout:
-                    deadline = started + timeout * 1_000_000
-            if st not in ("queued", "running"):
-                if started is None:  # cancelled while queued
-                    finished = c_us + rng.randrange(1_000_000, 60_000_000)
-                elif st == "timed_out":
-                    finished = started + (timeout or 600) * 1_000_000
-                else:
-                    finished = started + int(rng.lognormvariate(16.5, 1.3))  # median ~15 s
-                finished = min(finished, now_us)
-                if st == "succeeded":
-                    exit_code = 0
-                elif st == "failed":
-                    exit_code = (1, 2, 137)[i % 3]
-                elif st == "timed_out":
-                    exit_code, error = -15, f"Timed out after {timeout or 600} s."
-                elif st == "cancelled":
-                    exit_code, cancel = (None if started is None else -15), "t"
-                elif st == "lost":
-                    error = "Worker stopped heartbeating (3 missed heartbeats)."
-            if st == "queued":
-                k = 0
-            else:
-                k = base_k + (1 if seen_with_logs < extra_k else 0)
-                seen_with_logs += 1
-            log_bytes = sum(c[2] for c in chunks_for(i, k, st)) if k else 0
-            exec_rows.append((eid, started if started is not None else c_us, finished, k, st))
-            lines.append(
-                "\t".join(
-                    (
-                        eid,
-                        job_id,
-                        copy_escape(command),
-                        ctype,
-                        wtype,
-                        "{}",
-                        "\\N" if timeout is None else str(timeout),
-                        st,
-                        "\\N" if exit_code is None else str(exit_code),
-                        error,
-                        "\\N" if worker_id is None else worker_id,
-                        str(attempt),
-                        str(attempt - 1),
-                        "0",
-                        trig,
-                        cancel,
-                        ts(c_us),
-                        ts(c_us),
-                        "\\N" if started is None else ts(started),
-                        "\\N" if deadline is None else ts(deadline),
-                        "\\N" if finished is None else ts(finished),
-                        str(log_bytes),
-                        "f",
-                    )
-                )
-            )
-            if len(lines) >= 20_000:
-                copy.write("\n".join(lines) + "\n")
-                lines.clear()
-        if lines:
-            copy.write("\n".join(lines) + "\n")
-            lines.clear()
+                finished = started + int(rng.lognormvariate(16.5, 1.3))  # median ~15 s
+            finished = min(finished, now_us)
+            if st == "succeeded":
+                exit_code = 0
+            elif st == "failed":
+                exit_code = (1, 2, 137)[i % 3]
+            elif st == "timed_out":
+                exit_code, error = -15, f"Timed out after {timeout or 600} s."
+            elif st == "cancelled":
+                exit_code, cancel = (None if started is None else -15), "t"
+            elif st == "lost":
+                error = "Worker stopped heartbeating (3 missed heartbeats)."
+        k = 0
+        if st != "queued":
+            k = base_k + (1 if seen_with_logs < extra_k else 0)
+            seen_with_logs += 1
+        if k:
+            with_logs.append((i, eid, c_us if started is None else started, finished, k, st))
+        seeder.execution(
+            id=eid,
+            created_us=c_us,
+            status=st,
+            started_us=started,
+            finished_us=finished,
+            job_id=job_id,
+            command=command,
+            type=ctype,
+            worker_type=wtype,
+            timeout_seconds=timeout,
+            exit_code=exit_code,
+            error=error,
+            worker_id=worker_id,
+            attempt=attempt,
+            retries_used=attempt - 1,
+            trigger=triggers[i],
+            cancel_requested=cancel,
+            deadline_at=None if deadline is None else ts(deadline),
+            log_bytes=sum(nbytes[m] for _, m in chunks_for(i, k, st)) if k else 0,
+        )
+    seeder.sync()
     timings["executions COPY"] = time.perf_counter() - t0
     say(f"executions: {n_exec:,} rows copied in {timings['executions COPY']:.1f} s")
 
     # -- logs -----------------------------------------------------------------------
     t0 = time.perf_counter()
-    log_id = 0
-    with copy_into(
-        cur,
-        "COPY workermanager_executionlog (id, seq, stream, message, created_at, execution_id)"
-        " FROM STDIN WITH (FREEZE)",
-        undo,
-    ) as copy:
-        for i, (eid, started, finished, k, st) in enumerate(exec_rows):
-            if not k:
-                continue
-            end = finished if finished is not None else now_us
-            step = max(1, (end - started) // k)
-            for seq, (stream, msg, _n) in enumerate(chunks_for(i, k, st)):
-                log_id += 1
-                lines.append(f"{log_id}\t{seq}\t{stream}\t{msg}\t{ts(started + seq * step)}\t{eid}")
-            if len(lines) >= 50_000:
-                copy.write("\n".join(lines) + "\n")
-                lines.clear()
-            if i and i % 200_000 == 0:
-                say(f"  logs: {log_id:,} rows, {time.perf_counter() - t0:.0f} s")
-        if lines:
-            copy.write("\n".join(lines) + "\n")
-            lines.clear()
+    for n, (i, eid, start, finished, k, st) in enumerate(with_logs):
+        seeder.logs(eid, chunks_for(i, k, st), start, finished)
+        if n and n % 200_000 == 0:
+            say(f"  logs: {seeder.rows[LOGS]:,} rows, {time.perf_counter() - t0:.0f} s")
+    seeder.sync()
+    n_log_rows = seeder.rows[LOGS]
     timings["logs COPY"] = time.perf_counter() - t0
-    say(f"logs: {log_id:,} rows copied in {timings['logs COPY']:.1f} s")
+    say(f"logs: {n_log_rows:,} rows copied in {timings['logs COPY']:.1f} s")
 
-    # -- indexes back, sequences, job status ---------------------------------------
-    t0 = time.perf_counter()
-    for items in dropped.values():
-        for name, indexdef, constraint in items:
-            t1 = time.perf_counter()
-            cur.execute(constraint or indexdef)
-            say(f"  index {name}: {time.perf_counter() - t1:.1f} s")
-    timings["index rebuild"] = time.perf_counter() - t0
-    cur.execute(
-        "SELECT setval(pg_get_serial_sequence('workermanager_executionlog', 'id'),"
-        " GREATEST(%s, 1))",
-        [log_id],
-    )
-    cur.execute("SET session_replication_role = DEFAULT")
-    for statement in undo:
-        cur.execute(statement)
-    # A job's status mirrors its newest execution.
-    cur.execute(
-        """
-        UPDATE orchestrator_job j SET status = e.status
-        FROM (SELECT DISTINCT ON (job_id) job_id, status FROM workermanager_execution
-              WHERE job_id IS NOT NULL ORDER BY job_id, id DESC) e
-        WHERE e.job_id = j.id
-        """
-    )
-    cur.execute(
-        "CREATE TABLE bench_admin_meta (seeded_at timestamptz, executions int, log_lines bigint)"
-    )
-    cur.execute("INSERT INTO bench_admin_meta VALUES (%s, %s, %s)", [now, n_exec, log_id])
-    conn.commit()
-    conn.close()
-
-    t0 = time.perf_counter()
-    with pg(DB) as conn:
+    # -- indexes back, job status ----------------------------------------------------
+    seeder.close()
+    timings["index rebuild"] = seeder.rebuild_seconds
+    with connect(DB) as conn:
+        # A job's status mirrors its newest execution.
+        conn.execute(
+            """
+            UPDATE orchestrator_job j SET status = e.status
+            FROM (SELECT DISTINCT ON (job_id) job_id, status FROM workermanager_execution
+                  WHERE job_id IS NOT NULL ORDER BY job_id, id DESC) e
+            WHERE e.job_id = j.id
+            """
+        )
+        conn.execute(
+            "CREATE TABLE bench_admin_meta"
+            " (seeded_at timestamptz, executions int, log_lines bigint)"
+        )
+        conn.execute("INSERT INTO bench_admin_meta VALUES (%s, %s, %s)", [now, n_exec, n_log_rows])
+        t0 = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
         # Write the loaded data out now, not while the pages are being timed.
         conn.execute("CHECKPOINT")
@@ -606,7 +361,7 @@ def seed(n_exec: int, n_logs: int, seed_value: int) -> dict:
 
 
 def table_sizes() -> list[tuple[str, str, str]]:
-    with pg(DB) as conn:
+    with connect(DB) as conn:
         return conn.execute(
             """
             SELECT c.relname, pg_size_pretty(pg_table_size(c.oid)),
@@ -619,21 +374,6 @@ def table_sizes() -> list[tuple[str, str, str]]:
 
 
 # -- measuring ---------------------------------------------------------------------------
-
-
-def setup_django() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "hodei.settings"
-    os.environ["HODEI_DEV"] = "1"
-    os.environ["DATABASE_URL"] = DATABASE_URL
-    os.environ.setdefault("HODEI_SERVICE", "orchestrator")
-    os.environ.setdefault("HODEI_LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    settings.ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
 
 def pick_targets() -> dict:
@@ -715,7 +455,7 @@ def pages(t: dict) -> list[tuple[str, str]]:
         ("executions page 50", f"{e}?p=50"),
         ("execution detail", f"{e}{t['execution_id']}/change/"),
         ("execution tail", f"{e}{t['execution_id']}/tail/?offset=0"),
-        ("workers changelist", "/admin/scheduler/worker/"),
+        ("workers changelist", "/admin/workermanager/worker/"),
         ("jobs changelist", "/admin/orchestrator/job/"),
         ("job change (busiest)", f"/admin/orchestrator/job/{t['busiest_job']}/change/"),
         # Beyond the brief: other filters an operator clicks.
@@ -743,19 +483,19 @@ def measure(client, url: str, repeat: int) -> dict:
         runs.append([(float(q["time"]) * 1000, q["sql"]) for q in ctx.captured_queries])
     # The slowest query of each run, then its median over the runs.
     slowest = [max(run, default=(0.0, "")) for run in runs]
-    slowest_ms = statistics.median(s[0] for s in slowest)
+    slowest_ms = median(s[0] for s in slowest)
     # For diagnosis: per distinct query position, the median time across runs.
     per_query = []
     for idx in range(len(runs[0])):
         ts_ = [run[idx][0] for run in runs if idx < len(run)]
-        per_query.append((statistics.median(ts_), runs[0][idx][1]))
+        per_query.append((median(ts_), runs[0][idx][1]))
     per_query.sort(reverse=True)
     return {
-        "median": statistics.median(times),
+        "median": median(times),
         "max": max(times),
         "queries": len(runs[-1]),
         "slowest_ms": slowest_ms,
-        "db_ms": statistics.median(sum(q[0] for q in run) for run in runs),
+        "db_ms": median(sum(q[0] for q in run) for run in runs),
         "top": per_query[:4],
     }
 
@@ -843,20 +583,21 @@ def main() -> None:
     parser.add_argument("--only", default="", help="measure only pages whose name has this")
     args = parser.parse_args()
 
-    if not in_project_venv():
-        if not VENV_PY.exists():
-            sys.exit(f"{VENV_PY} not found: run `make install` first")
-        os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
-
-    if args.reuse and db_has_data(args.executions, args.log_lines):
-        say(f"reusing {DB}")
-    else:
+    run_in_project_venv()
+    url = db_url(DB)
+    fresh = not (args.reuse and db_has_data(args.executions, args.log_lines))
+    if fresh:
         say(f"seeding {DB}: {args.executions:,} executions, {args.log_lines:,} log lines")
-        recreate_and_migrate()
+        recreate_database(DB, migrate=True)
+    else:
+        say(f"reusing {DB}")
+    setup_django(url, HODEI_SERVICE="orchestrator", HODEI_LOG_LEVEL="WARNING")
+    from django.conf import settings
+
+    settings.ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+    if fresh:
         timings = seed(args.executions, args.log_lines, args.seed)
         print("\nSeeding (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-
-    setup_django()
     run_measurements(args, "as the application is")
 
 

@@ -20,46 +20,46 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 
 import benchlib
-from benchlib import ROOT, VENV_PY
+from benchlib import (
+    ROOT,
+    VENV_PY,
+    Proc,
+    Seeder,
+    backend_cpus,
+    connect,
+    machine_cpu,
+    median,
+    pct,
+    proc_cpu,
+    say,
+    stop_all,
+)
 
 BENCH_VENV = ROOT / "var" / "bench-venv"
 BENCH_PY = BENCH_VENV / "bin" / "python"
 PROCRASTINATE_SCRIPT = ROOT / "bench" / "bench_procrastinate.py"
-LOG_DIR = ROOT / "var" / "bench-logs"
-RESULTS_DIR = ROOT / "var" / "bench-results"
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DB = "hodei_bench"
 PDB = "hodei_bench_procrastinate"
-DATABASE_URL = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB}"
-PROCRASTINATE_DSN = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{PDB}"
+DATABASE_URL = benchlib.db_url(DB)
+PROCRASTINATE_DSN = benchlib.db_url(PDB)
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 # Enough client threads that slow responses never hold back a send (open loop), up to
 # responses CLIENT_THREADS / rate seconds late.
 CLIENT_THREADS = 256
 
 
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# -- bootstrap: project venv for us, a separate venv for procrastinate --------------------
-
-
 def ensure_bench_venv() -> None:
+    """A separate virtualenv with procrastinate, for the comparison."""
     probe = [str(BENCH_PY), "-c", "import procrastinate, psycopg"]
     if BENCH_PY.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return
@@ -67,26 +67,6 @@ def ensure_bench_venv() -> None:
     subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
     pip = [str(BENCH_PY), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "procrastinate", "psycopg[binary]"], check=True)
-
-
-def in_project_venv() -> bool:
-    return Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
-
-
-# -- processes ----------------------------------------------------------------------------
-
-PROCS: list["Proc"] = []
-
-
-def proc_cpu(pid: int) -> tuple[float, float] | None:
-    """(own CPU seconds, CPU seconds of waited-for children) of a live process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
 
 
 def proc_status(pid: int, key: str) -> int | None:
@@ -99,85 +79,6 @@ def proc_status(pid: int, key: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-class Proc:
-    """A child process whose output goes to var/bench-logs/NAME.log. A reader thread notes
-    when ``marker`` first appears (the process is ready) and its CPU time then."""
-
-    def __init__(self, name: str, args: list, env: dict, marker: str | None = None):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.ready = threading.Event()
-        self.ready_at: float | None = None
-        self.cpu_at_ready: tuple[float, float] | None = None
-        self.started_at = time.monotonic()
-        self.popen = subprocess.Popen(
-            [str(a) for a in args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        PROCS.append(self)
-        self.marker = marker.encode() if marker else None
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _pump(self) -> None:
-        with open(self.log_path, "ab") as log:
-            for line in self.popen.stdout:
-                if self.marker and not self.ready.is_set() and self.marker in line:
-                    self.ready_at = time.monotonic()
-                    self.cpu_at_ready = proc_cpu(self.pid)
-                    self.ready.set()
-                log.write(line)
-                log.flush()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.05):
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.name} did not become ready:\n{tail}")
-
-    def cpu(self) -> tuple[float, float] | None:
-        return proc_cpu(self.pid)
-
-    def stop(self, grace: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} ignored SIGTERM for {grace} s: SIGKILL")
-                self.popen.kill()
-                self.popen.wait()
-        self._thread.join(5)
-        if self in PROCS:
-            PROCS.remove(self)
-
-
-def stop_all() -> None:
-    for proc in reversed(list(PROCS)):
-        try:
-            proc.stop()
-        except Exception as exc:  # keep stopping the others
-            say(f"could not stop {proc.name}: {exc}")
 
 
 hodei_env = partial(benchlib.hodei_env, DATABASE_URL)
@@ -199,7 +100,7 @@ def start_agent(name: str, concurrency: int, **extra_env) -> Proc:
             concurrency,
         ],
         hodei_env(**extra_env),
-        marker="hodei-agent registered",
+        marker="registered as worker",
     )
 
 
@@ -215,21 +116,6 @@ def procrastinate(*args) -> None:
 # -- databases -----------------------------------------------------------------------------
 
 
-def admin_connect(dbname: str = "postgres"):
-    import psycopg
-
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
-
-
-def recreate_databases(names: list[str]) -> None:
-    with admin_connect() as conn:
-        for name in names:
-            # Only ever our own benchmark databases (FORCE ends sessions on them alone).
-            assert name in (DB, PDB)
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def db_counters(conn, dbname: str) -> dict:
     conn.execute("SELECT pg_stat_clear_snapshot()")
     row = conn.execute(
@@ -240,33 +126,9 @@ def db_counters(conn, dbname: str) -> dict:
     return dict(zip(("xacts", "inserted", "updated", "deleted"), row, strict=True))
 
 
-def backend_cpu(conn, dbname: str) -> float:
-    """CPU seconds used so far by the server processes of the other sessions on dbname
-    (the agents' or workers' connections, opened when they started)."""
-    pids = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [dbname],
-        )
-    ]
-    return sum((proc_cpu(pid) or (0.0, 0.0))[0] for pid in pids)
-
-
-def setup_django() -> None:
-    os.environ.update(hodei_env())
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
 def hodei_reset() -> None:
     """Empty the execution tables (this database is the benchmark's own)."""
-    import psycopg
-
-    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+    with connect(DB) as conn:
         conn.execute(
             "TRUNCATE workermanager_executionlog, scheduler_schedulefire, workermanager_execution"
         )
@@ -275,30 +137,13 @@ def hodei_reset() -> None:
 
 
 def procrastinate_reset() -> None:
-    with admin_connect(PDB) as conn:
+    with connect(PDB) as conn:
         conn.execute(
             "TRUNCATE procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs, "
             "procrastinate_workers RESTART IDENTITY CASCADE"
         )
         conn.execute("VACUUM ANALYZE procrastinate_jobs")
         conn.execute("VACUUM ANALYZE procrastinate_events")
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
 
 
 # -- part 0: spawn ceiling (no database) ---------------------------------------------------
@@ -356,13 +201,11 @@ def wait_until(check, timeout: float, interval: float = 0.05):
 
 
 def drain_hodei(n: int, concurrency: int, agents: int) -> dict:
-    import psycopg
-
-    from workermanager.models import Execution
-
     hodei_reset()
-    Execution.objects.bulk_create([Execution(command="true") for _ in range(n)], batch_size=1000)
-    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+    with Seeder(DB, deferred=()) as seeder:
+        for i in range(n):
+            seeder.execution(created_us=seeder.now_us + i, status="queued", command="true")
+    with connect(DB) as conn:
         before = db_counters(conn, DB)
         mcpu0 = machine_cpu()
         t0 = time.monotonic()
@@ -380,7 +223,7 @@ def drain_hodei(n: int, concurrency: int, agents: int) -> dict:
             bad, polls = wait_until(done, timeout=max(120, n / 20))
             t1 = time.monotonic()
             mcpu1 = machine_cpu()
-            db_cpu = backend_cpu(conn, DB)
+            db_cpu = sum(backend_cpus(conn, DB).values())
             cpus = [(p.cpu(), p.cpu_at_ready) for p in procs]
         finally:
             for p in procs:
@@ -399,7 +242,7 @@ def drain_hodei(n: int, concurrency: int, agents: int) -> dict:
 def drain_procrastinate(n: int, concurrency: int, workers: int) -> dict:
     procrastinate_reset()
     procrastinate("defer", n)
-    with admin_connect(PDB) as conn:
+    with connect(PDB) as conn:
         before = db_counters(conn, PDB)
         mcpu0 = machine_cpu()
         t0 = time.monotonic()
@@ -435,7 +278,7 @@ def drain_procrastinate(n: int, concurrency: int, workers: int) -> dict:
             bad, polls = wait_until(done, timeout=max(120, n / 20))
             t1 = time.monotonic()
             mcpu1 = machine_cpu()
-            db_cpu = backend_cpu(conn, PDB)
+            db_cpu = sum(backend_cpus(conn, PDB).values())
             cpus = [(p.cpu(), p.cpu_at_ready) for p in procs]
         finally:
             for p in procs:
@@ -481,12 +324,6 @@ def _drain_figures(
 # -- part 2: dispatch latency --------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class ApiClient:
     """Thread-safe: one keep-alive connection per thread."""
 
@@ -520,36 +357,6 @@ class ApiClient:
             t_resp = time.time()
             return t_send, t_resp, resp.status, (json.loads(data) if data else None)
         raise AssertionError("unreachable")
-
-
-def start_api() -> tuple[Proc, int]:
-    port = free_port()
-    api = Proc(
-        "gunicorn-workermanager",
-        [
-            ROOT / ".venv" / "bin" / "gunicorn",
-            "hodei.wsgi",
-            "-c",
-            "hodei/gunicorn_conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],
-        hodei_env(HODEI_SERVICE="workermanager", HODEI_ACCESS_LOG="0"),
-    )
-    import http.client
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return api, port
-        except OSError:
-            pass
-        if api.popen.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("gunicorn did not start; see " + str(api.log_path))
-        time.sleep(0.1)
 
 
 def open_loop(client: ApiClient, pool, rate: float, seconds: float) -> list[dict]:
@@ -592,8 +399,6 @@ def tree_cpu(pid: int) -> float:
 
 
 def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dict:
-    import psycopg
-
     def cpu_snapshot():
         own = os.times()
         return {
@@ -607,7 +412,7 @@ def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dic
     cpu0 = cpu_snapshot()
     sent = open_loop(client, pool, rate, seconds)
     ids = [r["id"] for r in sent if r["id"]]
-    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+    with connect(DB) as conn:
 
         def done():
             left = conn.execute(
@@ -674,7 +479,7 @@ def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dic
 def latency(phases: list[tuple[float, float]], agents: int, concurrency: int) -> list[dict]:
     hodei_reset()
     token = manage("createtoken", "bench", "--superuser").strip().splitlines()[-1]
-    api, port = start_api()
+    api, port = benchlib.start_api("gunicorn-workermanager", DATABASE_URL)
     procs = []
     stack = contextlib.ExitStack()
     try:
@@ -728,20 +533,7 @@ def log_baselines(size: int) -> dict:
     return {"devnull_mb_s": devnull, "python_reader_mb_s": reader}
 
 
-def backend_cpus(conn, dbname: str) -> dict[int, float]:
-    pids = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [dbname],
-        )
-    ]
-    return {pid: (proc_cpu(pid) or (0.0, 0.0))[0] for pid in pids}
-
-
 def log_throughput(size: int, flush_bytes: int | None = None) -> dict:
-    import psycopg
-
     from workermanager import services
     from workermanager.models import Execution
 
@@ -753,7 +545,7 @@ def log_throughput(size: int, flush_bytes: int | None = None) -> dict:
     try:
         agent.wait_ready()
         time.sleep(0.5)
-        with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        with connect(DB) as conn:
             hwm_idle = proc_status(agent.pid, "VmHWM")
             cpu0 = agent.cpu()
             db0 = backend_cpus(conn, DB)
@@ -831,12 +623,7 @@ def main() -> int:
 
     parts = set(args.parts.split(","))
     with_procrastinate = "drain" in parts and not args.no_procrastinate
-    if not in_project_venv():
-        if not VENV_PY.exists():
-            sys.exit("no .venv: run `make install` first")
-        if with_procrastinate:
-            ensure_bench_venv()
-        os.execv(VENV_PY, [str(VENV_PY), __file__, *sys.argv[1:]])
+    benchlib.run_in_project_venv()
     if with_procrastinate:
         ensure_bench_venv()
 
@@ -862,22 +649,15 @@ def main() -> int:
     say(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     t_start = time.monotonic()
     try:
-        recreate_databases([DB] + ([PDB] if with_procrastinate else []))
-        manage("migrate", "--no-input", "-v", "0")
-        setup_django()
-        with admin_connect() as conn:
+        benchlib.recreate_database(DB, migrate=True)
+        if with_procrastinate:
+            benchlib.recreate_database(PDB)
+        benchlib.setup_django(DATABASE_URL)
+        with connect() as conn:
             results["postgres"] = conn.execute("SHOW server_version").fetchone()[0]
-        git = ["git", "-C", str(ROOT)]
-        results["commit"] = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        results["dirty_files"] = len(
-            subprocess.run(
-                [*git, "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-            ).stdout.splitlines()
-        )
+        code = benchlib.code_state()
+        results["commit"] = code["head"][:7]
+        results["dirty_files"] = sum(not line.startswith("??") for line in code["changed"])
         if with_procrastinate:
             procrastinate("schema")
             results["procrastinate"] = subprocess.run(
@@ -974,9 +754,7 @@ def main() -> int:
     finally:
         stop_all()
     results["runtime_s"] = time.monotonic() - t_start
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"execution-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
+    out = benchlib.save_results("execution", results)
     print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, log_size)
     print(f"\nraw figures: {out.relative_to(ROOT)}; runtime {results['runtime_s']:.0f} s")
     return 0

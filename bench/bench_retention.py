@@ -18,34 +18,22 @@ Every process it starts is stopped in a finally block (SIGTERM, then SIGKILL).
 """
 
 import argparse
-import json
+import itertools
 import os
-import queue
 import re
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 
 import benchlib
-from benchlib import ROOT, VENV_PY
+from benchlib import ROOT, VENV_PY, Proc, connect, loadavg, machine_cpu, pct, say
 
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
-LOG_DIR = ROOT / "var" / "bench-logs"
-RESULTS_DIR = ROOT / "var" / "bench-results"
-
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DB = "hodei_bench_retention"
-DATABASE_URL = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB}"
+DATABASE_URL = benchlib.db_url(DB)
 PURGE_APP_NAME = "hodei-bench-purge"
 
 RETENTION_DAYS = 30  # the default; the benchmark does not set HODEI_RETENTION_DAYS
@@ -54,239 +42,15 @@ JOBS = 20
 ACTIVE_OLD = 200  # old queued/running executions: never deleted
 FIRES = 10_000  # schedule history rows pointing at old executions (SET NULL on purge)
 BATCH_LINE = re.compile(r"^batch \d+: .*, ([\d.]+) s, .* \((\d+) ms\)$")
-
-
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def in_project_venv() -> bool:
-    return Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
-
+OUTCOMES = [("succeeded", 0)] * 8 + [("failed", 1), ("timed_out", None)]
+LINE = "compiling module {i}: ok (cache hit ratio 0.87, 1342 objects, 12.4 MiB)\\n"
+DAY = 86_400_000_000  # microseconds
 
 hodei_env = partial(benchlib.hodei_env, DATABASE_URL)
 manage = partial(benchlib.manage, DATABASE_URL)
 
 
-def connect(dbname: str = DB):
-    import psycopg
-
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
-
-
-def recreate_database() -> None:
-    with connect("postgres") as conn:
-        # Only ever the benchmark's own database (FORCE ends sessions on it alone).
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-
-
-def setup_django() -> None:
-    os.environ.update(hodei_env())
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # -- seeding with COPY ---------------------------------------------------------------------
-
-
-def uuid7_hex(ms: int, rand: int) -> str:
-    """A UUIDv7 of the millisecond ``ms`` (32 hex digits, which PostgreSQL accepts)."""
-    value = (ms << 80) | (0x7 << 76) | ((rand & 0xFFF) << 64) | (0b10 << 62)
-    return f"{value | (rand >> 66):032x}"
-
-
-def copy_text(value) -> str:
-    """A value as COPY's text format spells it."""
-    from psycopg.types.json import Json, Jsonb
-
-    if value is None:
-        return r"\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, Json | Jsonb):
-        value = json.dumps(value.obj)
-    elif isinstance(value, datetime):
-        value = value.isoformat()
-    text = str(value)
-    for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-        text = text.replace(char, escaped)
-    return text
-
-
-def row_format(model, variable: list[str]) -> tuple[list[str], str]:
-    """(columns, a str.format template of one COPY line) for ``model``: every column the
-    model has today, constants from its field defaults, ``{}`` where the ``variable``
-    columns go (in the order given). Built from the model so that a column added later
-    (with a Django default) is filled in without touching the benchmark."""
-    from django.db import connection
-    from django.db.models import AutoField, BigAutoField
-
-    instance = model()
-    columns, parts = [], []
-    for field in model._meta.concrete_fields:
-        if isinstance(field, AutoField | BigAutoField):
-            continue  # an identity column: the database numbers the rows
-        columns.append(field.column)
-        if field.column in variable:
-            parts.append(f"{{{variable.index(field.column)}}}")
-        else:
-            value = field.get_db_prep_save(getattr(instance, field.attname), connection)
-            parts.append(copy_text(value).replace("{", "{{").replace("}", "}}"))
-    missing = set(variable) - set(columns)
-    if missing:
-        raise RuntimeError(f"{model.__name__} has no columns {sorted(missing)}")
-    return columns, "\t".join(parts) + "\n"
-
-
-EXEC_VARS = [
-    "id",
-    "job_id",
-    "status",
-    "exit_code",
-    "created_at",
-    "available_at",
-    "started_at",
-    "finished_at",
-    "retry_of_id",
-    "attempt",
-    "log_bytes",
-    "command",
-]
-LOG_VARS = ["execution_id", "seq", "stream", "message", "created_at"]
-OUTCOMES = [("succeeded", "0")] * 8 + [("failed", "1"), ("timed_out", r"\N")]
-LINE = "compiling module {i}: ok (cache hit ratio 0.87, 1342 objects, 12.4 MiB)\\n"
-
-
-def ts(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
-
-
-class Seeder:
-    """Formats executions and their logs as COPY text, in chunks that a writer thread
-    sends meanwhile (formatting and loading overlap on 2 cores)."""
-
-    CHUNK = 20_000
-
-    def __init__(self, conn, jobs: list[str]):
-        from workermanager.models import Execution, ExecutionLog
-
-        self.conn = conn
-        self.jobs = jobs
-        self.exec_cols, self.exec_fmt = row_format(Execution, EXEC_VARS)
-        self.log_cols, self.log_fmt = row_format(ExecutionLog, LOG_VARS)
-        self.exec_lines: list[str] = []
-        self.log_lines: list[str] = []
-        self.counter = 0
-        self.error: BaseException | None = None
-        self.chunks: queue.Queue = queue.Queue(maxsize=4)
-        self.writer = threading.Thread(target=self._write, daemon=True)
-        self.writer.start()
-
-    def add(self, *, created_ms: int, status: str, exit_code: str, finished: bool, retry_of=None):
-        i = self.counter
-        self.counter += 1
-        id_hex = uuid7_hex(created_ms, uuid.uuid4().int)
-        created = ts(created_ms)
-        message = LINE.format(i=i) * 2
-        self.exec_lines.append(
-            self.exec_fmt.format(
-                id_hex,
-                self.jobs[i % len(self.jobs)] if i % 10 else r"\N",
-                status,
-                exit_code if finished else r"\N",
-                created,
-                created,
-                created if status != "queued" else r"\N",
-                ts(created_ms + 1000 * (1 + i % 60)) if finished else r"\N",
-                retry_of or r"\N",
-                "2" if retry_of else "1",
-                str(LOG_CHUNKS * len(message)),
-                f"make build-{i % 97}",
-            )
-        )
-        for seq in range(LOG_CHUNKS):
-            stream = "stderr" if seq == LOG_CHUNKS - 1 else "stdout"
-            self.log_lines.append(self.log_fmt.format(id_hex, seq, stream, message, created))
-        if len(self.exec_lines) >= self.CHUNK:
-            self.flush()
-        return id_hex
-
-    def flush(self) -> None:
-        if self.error:
-            raise RuntimeError("COPY failed") from self.error
-        for table, cols, lines in (
-            ("workermanager_execution", self.exec_cols, self.exec_lines),
-            ("workermanager_executionlog", self.log_cols, self.log_lines),
-        ):
-            if lines:
-                self.chunks.put((table, cols, "".join(lines)))
-                lines.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self.chunks.put(None)
-        self.writer.join()
-        if self.error:
-            raise RuntimeError("COPY failed") from self.error
-
-    def _write(self) -> None:
-        while (chunk := self.chunks.get()) is not None:
-            if self.error:
-                continue  # drain, so that the producer never blocks
-            table, cols, text = chunk
-            names = ", ".join(f'"{c}"' for c in cols)
-            try:
-                with (
-                    self.conn.cursor() as cur,
-                    cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy,
-                ):
-                    copy.write(text)
-            except BaseException as exc:
-                self.error = exc
-
-
-@contextmanager
-def indexes_deferred(conn, tables: tuple[str, ...]):
-    """Load ``tables`` without their secondary indexes, unique and foreign key
-    constraints, then recreate them exactly as migrate made them (pg_get_indexdef and
-    pg_get_constraintdef): one sorted index build instead of a million index insertions
-    and foreign key checks. Primary keys stay."""
-    constraints = conn.execute(
-        "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) "
-        "FROM pg_constraint WHERE contype IN ('f', 'u') AND conrelid::regclass::text = ANY(%s)",
-        [list(tables)],
-    ).fetchall()
-    indexes = conn.execute(
-        "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index i "
-        "WHERE indrelid::regclass::text = ANY(%s) AND NOT indisprimary AND NOT EXISTS "
-        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-        [list(tables)],
-    ).fetchall()
-    for table, name, _, _ in sorted(constraints, key=lambda c: c[2] != "f"):  # FKs first
-        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for name, _ in indexes:
-        conn.execute(f"DROP INDEX {name}")
-    yield
-    t0 = time.monotonic()
-    conn.execute("SET maintenance_work_mem = '512MB'")
-    for _, definition in indexes:
-        conn.execute(definition)
-    for table, name, _, definition in sorted(constraints, key=lambda c: c[2] == "f"):
-        conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-    say(
-        f"  {len(indexes)} indexes and {len(constraints)} constraints rebuilt in "
-        f"{time.monotonic() - t0:.1f} s"
-    )
 
 
 def seed(n: int, now: datetime) -> dict:
@@ -303,32 +67,35 @@ def seed(n: int, now: datetime) -> dict:
         for i in range(JOBS)
     ]
     schedule = Schedule.objects.create(job=jobs[0], cron="0 * * * *")
-    now_ms = int(now.timestamp() * 1000)
-    day_ms = 86_400_000
+    job_ids = [job.id.hex for job in jobs]
+    now_us = int(now.timestamp() * 1_000_000)
+    counter = itertools.count()
     t0 = time.monotonic()
-    with (
-        connect() as conn,
-        indexes_deferred(conn, ("workermanager_execution", "workermanager_executionlog")),
-    ):
-        # Seeding only: a crash loses nothing that matters.
-        conn.execute("SET synchronous_commit = off")
-        seeder = Seeder(conn, [j.id.hex for j in jobs])
-        old_start, old_span = now_ms - 95 * day_ms, 60 * day_ms
-        step = old_span / max(n, 1)
+    with benchlib.Seeder(DB, now_us=now_us) as seeder:
+
+        def add(created_us: int, status: str, exit_code, finished=True, retry_of=None) -> str:
+            i = next(counter)
+            message = LINE.format(i=i) * 2
+            return seeder.execution(
+                created_us=created_us,
+                status=status,
+                started_us=None if status == "queued" else created_us,
+                finished_us=created_us + 1_000_000 * (1 + i % 60) if finished else None,
+                logs=[("stdout", message)] * (LOG_CHUNKS - 1) + [("stderr", message)],
+                job_id=job_ids[i % JOBS] if i % 10 else None,
+                exit_code=exit_code,
+                retry_of_id=retry_of,
+                attempt=2 if retry_of else 1,
+                command=f"make build-{i % 97}",
+            )
+
         old_ids = []
         previous = never_retried = None
-        for i in range(n):
+        for i, created_us in enumerate(benchlib.spread(n, now_us - 95 * DAY, now_us - 35 * DAY)):
             status, code = OUTCOMES[i % len(OUTCOMES)]
             if i % 50 == 49:
-                status, code = "lost", r"\N"
-            retry_of = previous if i % 10 == 9 else None
-            previous = seeder.add(
-                created_ms=old_start + int(i * step),
-                status=status,
-                exit_code=code,
-                finished=True,
-                retry_of=retry_of,
-            )
+                status, code = "lost", None
+            previous = add(created_us, status, code, retry_of=previous if i % 10 == 9 else None)
             if i % max(n // FIRES, 1) == 0 and len(old_ids) < FIRES:
                 old_ids.append(previous)
             if i % 10 == 0:
@@ -336,48 +103,35 @@ def seed(n: int, now: datetime) -> dict:
             if i and i % 200_000 == 0:
                 say(f"  {i:,} old executions written")
         for i in range(ACTIVE_OLD):
-            seeder.add(
-                created_ms=now_ms - 60 * day_ms + i * 1000,
-                status="queued" if i % 2 else "running",
-                exit_code=r"\N",
-                finished=False,
-            )
+            add(now_us - 60 * DAY + i * 1_000_000, "queued" if i % 2 else "running", None, False)
         recent = max(n // 100, 100)
-        recent_step = (29 * day_ms - 3_600_000) / recent
-        recent_ids = []
-        for i in range(recent):
-            status, code = OUTCOMES[i % len(OUTCOMES)]
-            recent_ids.append(
-                seeder.add(
-                    created_ms=now_ms - 29 * day_ms + int(i * recent_step),
-                    status=status,
-                    exit_code=code,
-                    finished=True,
-                    # The newest one retries an old execution (its retry_of becomes NULL).
-                    retry_of=never_retried if i == recent - 1 else None,
-                )
+        recent_ids = [
+            # The newest one retries an old execution (its retry_of becomes NULL).
+            add(
+                created_us,
+                *OUTCOMES[i % len(OUTCOMES)],
+                retry_of=never_retried if i == recent - 1 else None,
             )
-        seeder.close()
+            for i, created_us in enumerate(
+                benchlib.spread(recent, now_us - 29 * DAY, now_us - DAY // 24)
+            )
+        ]
+        for k, old_id in enumerate(old_ids):
+            seeder.add(
+                ScheduleFire,
+                schedule_id=schedule.id.hex,
+                slot_at=seeder.ts(now_us - 95 * DAY + k * 60_000_000),
+                outcome="fired",
+                execution_id=old_id,
+            )
+        seeder.sync()
         copy_seconds = time.monotonic() - t0
     load_seconds = time.monotonic() - t0
-    rows = seeder.counter * (1 + LOG_CHUNKS)
-    ScheduleFire.objects.bulk_create(
-        [
-            ScheduleFire(
-                schedule=schedule,
-                slot_at=now - timedelta(days=95) + timedelta(minutes=k),
-                outcome="fired",
-                execution_id=uuid.UUID(hex=old_id),
-            )
-            for k, old_id in enumerate(old_ids)
-        ],
-        batch_size=5000,
-    )
+    rows = seeder.rows["workermanager_execution"] + seeder.rows["workermanager_executionlog"]
     t1 = time.monotonic()
-    with connect() as conn:
-        for table in ("workermanager_execution", "workermanager_executionlog"):
+    with connect(DB) as conn:
+        for table in (*benchlib.EXECUTION_TABLES, "scheduler_schedulefire"):
             conn.execute(f"VACUUM ANALYZE {table}")
-        conn.execute("VACUUM ANALYZE scheduler_schedulefire")
     return {
         "old": n,
         "active_old": ACTIVE_OLD,
@@ -394,7 +148,7 @@ def seed(n: int, now: datetime) -> dict:
 
 
 def table_stats() -> dict:
-    with connect() as conn:
+    with connect(DB) as conn:
         rows = conn.execute(
             "SELECT relname, pg_total_relation_size(relid), n_live_tup, n_dead_tup "
             "FROM pg_stat_user_tables WHERE relname IN "
@@ -553,20 +307,15 @@ class Load:
             k += 1
 
 
-def machine_sample() -> tuple[float, int, int, float, int]:
-    """(monotonic time, busy jiffies, total jiffies, 1-minute load average, iowait) of the
-    machine: the benchmark shares it, so how busy it was is part of the result."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    with open("/proc/loadavg") as f:
-        load = float(f.read().split()[0])
-    idle = values[3] + values[4]
-    return time.monotonic(), sum(values) - idle, sum(values), load, values[4]
+def machine_sample() -> tuple:
+    """(CPU jiffies, 1-minute load average) of the machine: the benchmark shares it, so
+    how busy it was is part of the result."""
+    return machine_cpu(), loadavg()
 
 
 def wal_sample() -> tuple[float, int]:
     """(WAL bytes written so far, checkpoints so far) of the server."""
-    with connect() as conn:
+    with connect(DB) as conn:
         return conn.execute(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), "
             "checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
@@ -574,21 +323,12 @@ def wal_sample() -> tuple[float, int]:
 
 
 def machine_between(a, b) -> dict:
-    busy, total, iowait = b[1] - a[1], b[2] - a[2], b[4] - a[4]
+    busy, total, iowait = (y - x for x, y in zip(a[0], b[0], strict=True))
     return {
         "cpu_busy_percent": round(100 * busy / total, 1) if total else None,
         "iowait_percent": round(100 * iowait / total, 1) if total else None,
-        "load_avg_1m_at_end": b[3],
+        "load_avg_1m_at_end": b[1],
     }
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def summarize(samples, start: float, end: float) -> dict:
@@ -637,7 +377,7 @@ class LockWatch:
         self.thread.join()
 
     def _run(self) -> None:
-        with connect() as conn:
+        with connect(DB) as conn:
             checkpoints = None
             while not self.stop_event.wait(0.05):
                 for app, event in conn.execute(
@@ -676,7 +416,7 @@ class LockWatch:
 
 def verify(seeded: dict, now: datetime) -> dict:
     cutoff = now - timedelta(days=RETENTION_DAYS)
-    with connect() as conn:
+    with connect(DB) as conn:
 
         def one(sql, *args):
             return conn.execute(sql, args).fetchone()[0]
@@ -729,47 +469,6 @@ def verify(seeded: dict, now: datetime) -> dict:
 # -- main ------------------------------------------------------------------------------------
 
 
-class Proc:
-    def __init__(self, name: str, args: list, env: dict):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
-        self.popen = subprocess.Popen(
-            [str(a) for a in args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self, grace: float = 15.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.log.close()
-
-
-def wait_healthy(base: str, proc: Proc, timeout: float = 30.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            break
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API did not start:\n{proc.log_path.read_text()[-2000:]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--executions", type=int, default=1_000_000)
@@ -781,15 +480,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    if not in_project_venv():
-        if not VENV_PY.exists():
-            sys.exit("Run `make install` first: the benchmark uses the project's .venv.")
-        os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
-
+    benchlib.run_in_project_venv()
     say(f"recreating database {DB} and migrating")
-    recreate_database()
-    manage("migrate", "--no-input", "-v", "0")
-    setup_django()
+    benchlib.recreate_database(DB, migrate=True)
+    benchlib.setup_django(DATABASE_URL)
     now = datetime.now(UTC)
 
     say(f"seeding {args.executions:,} old executions with {LOG_CHUNKS} log chunks each (COPY)")
@@ -810,18 +504,12 @@ def main() -> None:
         return
 
     token = manage("createtoken", "bench", "--superuser").strip()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    api = Proc(
-        "retention-api",
-        [GUNICORN, "hodei.wsgi", "-c", "hodei/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}"],
-        hodei_env(HODEI_SERVICE="workermanager", HODEI_ACCESS_LOG="0"),
-    )
-    purge = None
-    load = Load(base, token, args.rate, seeded["recent_ids"][-500:])
+    load = None
     watch = LockWatch()
     try:
-        wait_healthy(base, api)
+        _, port = benchlib.start_api("retention-api", DATABASE_URL)
+        base = f"http://127.0.0.1:{port}"
+        load = Load(base, token, args.rate, seeded["recent_ids"][-500:])
         say(f"API on {base}; {args.rate:g} req/s for {args.baseline_seconds:g} s (baseline)")
         load.start()
         time.sleep(2.0)  # warm-up, not counted
@@ -848,18 +536,16 @@ def main() -> None:
         marks.append(machine_sample())
         load.stop()
         if code != 0:
-            raise RuntimeError(f"purge failed:\n{purge.log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"purge failed:\n{purge.output()[-3000:]}")
     finally:
-        if purge is not None:
-            purge.stop()
-        if load.thread.is_alive():
+        if load is not None and load.thread.is_alive():
             load.stop()
         if watch.thread.is_alive():
             watch.stop()
-        api.stop()
+        benchlib.stop_all()
 
     purge_seconds = purge_end - purge_start
-    purge_output = purge.log_path.read_text().strip().splitlines()
+    purge_output = purge.output().strip().splitlines()
     batches = [(float(m[1]), float(m[2])) for m in map(BATCH_LINE.search, purge_output) if m]
     batch_ms = [ms for _, ms in batches]
     slow_requests = [
@@ -913,9 +599,7 @@ def main() -> None:
             "after_purge": machine_between(marks[2], marks[3]),
         },
     }
-    results_path = RESULTS_DIR / f"retention-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=2, default=str))
+    results_path = benchlib.save_results("retention", results)
 
     p = results["purge"]
     print(

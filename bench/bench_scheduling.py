@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import json
 import os
 import re
 import signal
@@ -50,26 +49,14 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-LOG_DIR = ROOT / "var" / "bench-logs"
-RESULTS_DIR = ROOT / "var" / "bench-results"
+import benchlib
+from benchlib import ROOT, VENV_PY, Proc, connect, db_url, loadavg, machine_cpu, pct, say
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 BASE_DB = "hodei_bench_sched"
 STOP_GRACE = 15.0
 READY_TIMEOUT = 60.0
 PROBE_PREFIX = "djq-bench-"
-
-
-def say(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def db_url(name: str) -> str:
-    return f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
 
 
 @dataclass(frozen=True)
@@ -100,20 +87,12 @@ CONFIGS = {
 
 
 def child_env(db: str) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HODEI_", "DJANGO_")) and k != "DATABASE_URL"
-    }
-    pythonpath = [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env.update(
-        DATABASE_URL=db_url(db),
-        HODEI_DEV="1",
-        PYTHONUNBUFFERED="1",
+    pythonpath = [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    return benchlib.hodei_env(
+        db_url(db),
         TZ="UTC",  # log timestamps are parsed as UTC
         PYTHONPATH=os.pathsep.join(pythonpath),  # bench.djq_probe for the cluster
     )
-    return env
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -146,31 +125,15 @@ def group_members(pgid: int) -> list[int]:
     return [pid for pid, _, pgrp in proc_table() if pgrp == pgid]
 
 
-LIVE: list[Cluster] = []
-
-
-class Cluster:
-    """One `manage.py qcluster [--no-ticker]`, in a session of its own, output to a file."""
+class Cluster(Proc):
+    """One `manage.py qcluster [--no-ticker]`, in a session of its own."""
 
     def __init__(self, config: Config, index: int):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.name = f"sched-{config.key}-{index}"
-        self.log_path = LOG_DIR / f"{self.name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        args = [str(VENV_PY), "manage.py", "qcluster"]
-        if not config.ticker:
-            args.append("--no-ticker")
-        self.popen = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=child_env(config.db),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        args = [VENV_PY, "manage.py", "qcluster"] + ([] if config.ticker else ["--no-ticker"])
+        super().__init__(
+            f"sched-{config.key}-{index}", args, child_env(config.db), new_session=True
         )
-        LIVE.append(self)
         # Process groups of the supervised cluster (Hodei's qcluster starts the plain
         # cluster in a session of its own), noted once it runs.
         self.child_groups: set[int] = set()
@@ -178,13 +141,9 @@ class Cluster:
         self.killed = False
         self.exited_early: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
     def is_ready(self) -> bool:
-        text = self.log_path.read_bytes()
-        return b"Q Cluster" in text and b"running." in text
+        text = self.output()
+        return "Q Cluster" in text and "running." in text
 
     def note_children(self) -> None:
         table = proc_table()
@@ -193,10 +152,7 @@ class Cluster:
         }
 
     def tail_text(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.output()[-n:]
 
 
 def wait_ready(clusters: list[Cluster]) -> None:
@@ -218,15 +174,12 @@ def wait_ready(clusters: list[Cluster]) -> None:
 def stop_clusters(clusters: list[Cluster]) -> None:
     """SIGTERM each process group, SIGKILL the group after STOP_GRACE; then SIGKILL what is
     left of a supervised cluster's own group (only if its supervisor was killed)."""
-    clusters = [c for c in clusters if c in LIVE]
+    clusters = [c for c in clusters if c in benchlib.PROCS]
     started = time.monotonic()
     for c in clusters:
         if c.popen.poll() is None:
             c.note_children()
-        try:
-            os.killpg(c.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        c.signal(signal.SIGTERM)
     for c in clusters:
         remaining = max(0.0, started + STOP_GRACE - time.monotonic())
         try:
@@ -234,10 +187,7 @@ def stop_clusters(clusters: list[Cluster]) -> None:
         except subprocess.TimeoutExpired:
             say(f"{c.name} still running {STOP_GRACE:.0f} s after SIGTERM: SIGKILL its group")
             c.killed = True
-            try:
-                os.killpg(c.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            c.signal(signal.SIGKILL)
             c.popen.wait()
         c.stop_seconds = time.monotonic() - started
     for c in clusters:
@@ -250,44 +200,17 @@ def stop_clusters(clusters: list[Cluster]) -> None:
                     os.killpg(pgid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        c._log.close()
-        LIVE.remove(c)
+        c.stop()  # it has exited: closes its log
 
 
 # -- databases -----------------------------------------------------------------------------
 
 
-def admin_connect(dbname: str = "postgres"):
-    import psycopg
-
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
-
-
-def manage(db: str, *args: str) -> str:
-    out = subprocess.run(
-        [str(VENV_PY), "manage.py", *args],
-        cwd=ROOT,
-        env=child_env(db),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return out.stdout
-
-
 def setup_databases(configs: list[Config]) -> None:
-    names = [BASE_DB] + [c.db for c in configs]
-    with admin_connect() as conn:
-        for name in names:
-            assert name.startswith(BASE_DB), name  # only ever our own databases
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BASE_DB}"')
-    say(f"migrating {BASE_DB}")
-    manage(BASE_DB, "migrate", "--noinput")
-    with admin_connect() as conn:
-        for c in configs:
-            conn.execute(f'CREATE DATABASE "{c.db}" TEMPLATE "{BASE_DB}"')
+    """The base database, migrated, and one copy of it per configuration."""
+    benchlib.recreate_database(BASE_DB, migrate=True)
+    for c in configs:
+        benchlib.recreate_database(c.db, template=BASE_DB)
 
 
 def populate(config: Config, count: int) -> None:
@@ -305,11 +228,7 @@ def populate(config: Config, count: int) -> None:
 
 def populate_main(key: str, count: int) -> None:
     """Hidden mode (run by populate()): create `count` schedules of configuration `key`."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hodei.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    benchlib.setup_django()
     config = CONFIGS[key]
     if config.engine == "hodei":
         from orchestrator.services import job_create, pipeline_create
@@ -347,65 +266,27 @@ def populate_main(key: str, count: int) -> None:
 # -- machine load --------------------------------------------------------------------------
 
 
-def machine_cpu() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a live process, 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def own_cpu(config: Config, clusters: list[Cluster]) -> float:
     """CPU seconds used so far by a configuration's qcluster processes (every process of
     their groups) and by the PostgreSQL backends serving its database."""
     groups = {c.pid for c in clusters} | {g for c in clusters for g in c.child_groups}
-    total = sum(proc_cpu(pid) for pid, _, pgrp in proc_table() if pgrp in groups)
-    with admin_connect() as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [config.db],
-        ).fetchall()
-    return total + sum(proc_cpu(pid) for (pid,) in rows)
-
-
-def loadavg() -> float:
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float | None:
-    """Percentile with linear interpolation between closest ranks."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+    total = sum(
+        (benchlib.proc_cpu(pid) or (0.0, 0.0))[0] for pid, _, pgrp in proc_table() if pgrp in groups
+    )
+    with connect() as conn:
+        return total + sum(benchlib.backend_cpus(conn, config.db).values())
 
 
 def summary(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "min": None}
     return {
         "n": len(values),
         "p50": pct(values, 50),
         "p90": pct(values, 90),
         "p99": pct(values, 99),
-        "max": max(values) if values else None,
-        "min": min(values) if values else None,
+        "max": max(values),
+        "min": min(values),
     }
 
 
@@ -416,7 +297,7 @@ def ms(delta: timedelta) -> float:
 # -- analysis ------------------------------------------------------------------------------
 
 LOG_LINE = re.compile(
-    rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*created task (\S+) from schedule \[([^\]]+)\]",
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*created task (\S+) from schedule \[([^\]]+)\]",
     re.M,
 )
 
@@ -425,9 +306,9 @@ def created_tasks(clusters: list[Cluster]) -> dict[str, list[datetime]]:
     """schedule name -> times django-q2's scheduler() logged "created task" for it."""
     out: dict[str, list[datetime]] = defaultdict(list)
     for c in clusters:
-        for m in LOG_LINE.finditer(c.log_path.read_bytes()):
-            at = datetime.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
-            out[m.group(3).decode()].append(at)
+        for m in LOG_LINE.finditer(c.output()):
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+            out[m.group(3)].append(at)
     return out
 
 
@@ -456,7 +337,7 @@ def analyze(config: Config, clusters: list[Cluster], ws: datetime, we: datetime,
     fire_at: dict[tuple[str, datetime], datetime] = {}
     outcomes: Counter = Counter()
     history_dupes = exec_dupes = 0
-    with admin_connect(config.db) as conn:
+    with connect(config.db) as conn:
         if config.engine == "hodei":
             names = {
                 sid: f"hodei:{sid}"
@@ -604,7 +485,7 @@ def analyze(config: Config, clusters: list[Cluster], ws: datetime, we: datetime,
 
 def fires_in_window(config: Config, ws: datetime, we: datetime) -> int:
     """Slots of the window fired so far, all schedules together (a cheap check)."""
-    with admin_connect(config.db) as conn:
+    with connect(config.db) as conn:
         if config.engine == "hodei":
             sql = "SELECT count(*) FROM scheduler_schedulefire WHERE slot_at >= %s AND slot_at < %s"
         else:
@@ -655,7 +536,7 @@ def run_phase(configs: list[Config], args) -> list[dict]:
             windows[c.key] = (ws, we)
             cpu0[c.key] = (own_cpu(c, clusters[c.key]), time.monotonic())
             say(f"{c.key}: window {ws:%H:%M:%S} to {we:%H:%M:%S} UTC, tail {c.tail:.0f} s")
-        busy0, total0 = machine_cpu()
+        busy0, total0, _ = machine_cpu()
         load0 = loadavg()
         # Each configuration stops `tail` s after its window, or sooner: SETTLE s after
         # every slot of its window has fired (late fires still count until then).
@@ -701,7 +582,7 @@ def run_phase(configs: list[Config], args) -> list[dict]:
                     spent = own_cpu(c, clusters[c.key]) - cpu0[c.key][0]
                     cpu[c.key] = (spent, time.monotonic() - cpu0[c.key][1])
                 stop_clusters([cl for c in done for cl in clusters[c.key]])
-                busy1, total1 = machine_cpu()
+                busy1, total1, _ = machine_cpu()
                 for c in done:
                     ws, we = windows[c.key]
                     result = analyze(c, clusters.pop(c.key), ws, we, t0)
@@ -782,19 +663,6 @@ def details(r: dict) -> str:
     return "\n".join(lines)
 
 
-def code_state() -> dict:
-    """The commit measured and the files changed on top of it (read-only git calls)."""
-
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"head": git("rev-parse", "HEAD"), "changed": changed}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=None, help="window per configuration (3)")
@@ -810,15 +678,12 @@ def main() -> int:
     parser.add_argument("--populate", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
-        if not VENV_PY.exists():
-            sys.exit("No .venv: run `make install` (or `make test`) first.")
-        os.execv(VENV_PY, [str(VENV_PY), __file__, *sys.argv[1:]])
+    benchlib.run_in_project_venv()
+    sys.path.insert(0, str(ROOT))  # scheduler.cron, bench.djq_probe
     if args.populate:
         populate_main(args.populate, args.schedules)
         return 0
 
-    sys.path.insert(0, str(ROOT))
     if args.minutes is None:
         args.minutes = 1.0 if args.quick else 3.0
     configs = [CONFIGS[k] for k in args.configs.split(",") if k]
@@ -836,19 +701,17 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
-    code = code_state()  # what is measured: the tree as it is when the run starts
+    code = benchlib.code_state()  # what is measured: the tree as it is when the run starts
     results: list[dict] = []
     try:
         setup_databases(configs)
         for phase in phases:
             results += run_phase(phase, args)
     finally:
-        stop_clusters(list(LIVE))
+        stop_clusters([p for p in benchlib.PROCS if isinstance(p, Cluster)])
 
     order = {c.key: i for i, c in enumerate(configs)}
     results.sort(key=lambda r: order[r["config"]])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"scheduling-{time.strftime('%Y%m%d-%H%M%S')}.json"
     meta = {
         "argv": sys.argv[1:],
         "code": code,
@@ -857,7 +720,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "runtime_s": round(time.monotonic() - started, 1),
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    out = benchlib.save_results("scheduling", {"meta": meta, "results": results})
     print()
     print(table(results))
     print()
