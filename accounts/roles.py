@@ -3,7 +3,8 @@
 OPERATORS = "Hodei operators"
 VIEWERS = "Hodei viewers"
 
-# (app_label, model_name) -> the actions operators get; viewers get "view" on all.
+# (app_label, model_name) -> what operators get (verbs, or custom codenames such as
+# run_job); viewers get "view" on all.
 OPERATOR_ACTIONS = {
     ("orchestrator", "pipeline"): ("add", "change", "delete", "view"),
     ("orchestrator", "job"): ("add", "change", "delete", "view"),
@@ -12,7 +13,7 @@ OPERATOR_ACTIONS = {
     ("scheduler", "schedulefire"): ("delete", "view"),
     ("workermanager", "worker"): ("add", "change", "view"),
     ("workermanager", "managedworker"): ("add", "change", "view"),
-    ("workermanager", "execution"): ("add", "change", "view"),
+    ("workermanager", "execution"): ("add", "change", "view", "run_job", "run_command"),
     ("workermanager", "executionlog"): ("view",),
 }
 
@@ -43,7 +44,9 @@ def sync_roles(apps) -> None:
                 content_type__app_label=app_label, content_type__model=model
             )
         }
-        operator_perms += [perms[f"{a}_{model}"] for a in actions if f"{a}_{model}" in perms]
+        # An action is a verb ("change" -> change_job) or a custom codename ("run_job").
+        codenames = [a if a in perms else f"{a}_{model}" for a in actions]
+        operator_perms += [perms[c] for c in codenames if c in perms]
         if f"view_{model}" in perms:
             viewer_perms.append(perms[f"view_{model}"])
     operators.permissions.set(operator_perms)

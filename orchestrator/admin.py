@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count
 
+from accounts import permissions
 from hodei.exceptions import InvalidInput
 from hodei.templatetags.hodei import status_pill
 from orchestrator import services
@@ -149,7 +150,7 @@ class JobAdmin(admin.ModelAdmin):
             # importing the apps that own them (they sit above this one).
             extra["recent_executions"] = job.executions.order_by("-id")[: self.RECENT_EXECUTIONS]
             extra["job_schedules"] = job.schedules.order_by("-id")
-            extra["can_run"] = request.user.has_perm("workermanager.add_execution")
+            extra["can_run"] = permissions.may_run(request.user)
         return super().change_view(request, object_id, form_url, extra)
 
     @admin.display(description="secret env")

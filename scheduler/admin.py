@@ -5,8 +5,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts import permissions
 from hodei.admin_tools import apply_each
-from hodei.exceptions import InvalidInput
+from hodei.exceptions import HodeiError, InvalidInput
 from hodei.lib import clock
 from hodei.templatetags.hodei import moment, relative, status_pill
 from scheduler import services
@@ -36,6 +37,8 @@ class ScheduleForm(forms.ModelForm):
             "timezone": "IANA name, such as Europe/Madrid.",
         }
 
+    user = None  # set per request by ScheduleAdmin.get_form
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
@@ -43,6 +46,19 @@ class ScheduleForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        adding = self.instance.pk is None
+        runs = (
+            (adding and data.get("enabled"))
+            or (not adding and "enabled" in self.changed_data and data.get("enabled"))
+            or (not adding and "job" in self.changed_data)
+        )
+        if runs and self.user is not None:
+            # Creating, enabling or re-pointing a schedule makes commands run: the API's
+            # rule (accounts.permissions), not a second one.
+            try:
+                permissions.require_run(self.user)
+            except HodeiError as exc:
+                self.add_error(None, exc.message)
         try:
             # The very check the API's service makes.
             data["cron"] = services.validate_timing(
@@ -169,13 +185,20 @@ class ScheduleAdmin(admin.ModelAdmin):
     def last_run(self, obj):
         return moment(obj.last_run_at, tz=obj.timezone, compact=True)
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return self.has_change_permission(request, obj) and permissions.may_run(request.user)
+
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         initial.setdefault("enabled", True)
         return initial
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra = {"can_run": self.has_change_permission(request)}
+        extra = {"can_run": self.has_run_permission(request)}
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def save_model(self, request, obj, form, change):
@@ -247,7 +270,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     def run_view(self, request, schedule_id):
         """Run now (the schedule page's button): fire it outside its slots, under its
         overlap policy, and go to the execution it queued."""
-        if request.method != "POST" or not self.has_change_permission(request):
+        if request.method != "POST" or not self.has_run_permission(request):
             raise Http404
         schedule = get_object_or_404(Schedule, pk=schedule_id)
         fire = services.schedule_run_now(schedule=schedule)
@@ -258,7 +281,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         self.message_user(request, f"{schedule}: {outcome}.", messages.WARNING)
         return redirect("admin:scheduler_schedule_change", schedule.pk)
 
-    @admin.action(description="Enable (resume) selected schedules", permissions=["change"])
+    @admin.action(description="Enable (resume) selected schedules", permissions=["run"])
     def enable_selected(self, request, queryset):
         apply_each(
             self,
@@ -280,7 +303,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             label=str,
         )
 
-    @admin.action(description="Run selected schedules now", permissions=["change"])
+    @admin.action(description="Run selected schedules now", permissions=["run"])
     def run_now(self, request, queryset):
         for schedule in queryset:
             fire = services.schedule_run_now(schedule=schedule)

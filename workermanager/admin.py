@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts import permissions
 from hodei.admin_tools import CappedCountPaginator, apply_each
 from hodei.exceptions import HodeiError, InvalidTransition
 from hodei.lib import clock
@@ -236,13 +237,13 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             label=self.short_id,
         )
 
-    @admin.action(description="Retry selected executions", permissions=["operate"])
+    @admin.action(description="Retry selected executions", permissions=["run"])
     def retry_selected(self, request, queryset):
         apply_each(
             self,
             request,
             queryset,
-            lambda e: services.execution_retry(execution=e, trigger=Trigger.ADMIN),
+            lambda e: self._retry(request, e),
             done="{count} execution(s) retried.",
             label=self.short_id,
         )
@@ -271,12 +272,15 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         if execution is not None:
             # A long log shows its first page here; the poller fetches the rest.
             page = selectors.execution_log_page(execution)
+            readable = self.has_log_permission(request)
             extra = {
-                "log_chunks": [_chunk(c) for c in page.chunks],
+                "log_readable": readable,
+                "log_chunks": [_chunk(c) for c in page.chunks] if readable else [],
                 "log_next_offset": page.next_offset,
                 "log_complete": page.complete,
                 "state": self._state(execution, page),
                 "can_operate": self.has_operate_permission(request),
+                "can_run": self.has_run_permission(request),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
@@ -312,12 +316,17 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             offset = 0
         page = selectors.execution_log_page(execution, offset=offset)
         state = self._state(execution, page)
-        state["chunks"] = [_chunk(c) for c in page.chunks]
+        readable = self.has_log_permission(request)
+        state["chunks"] = [_chunk(c) for c in page.chunks] if readable else []
         return JsonResponse(state)
+
+    def has_log_permission(self, request) -> bool:
+        """Reading output needs its own permission, as in the API."""
+        return request.user.has_perm("workermanager.view_executionlog")
 
     def download_view(self, request, object_id):
         """The whole log stored so far, as text (the page's "download raw log")."""
-        if not self.has_view_or_change_permission(request):
+        if not self.has_log_permission(request):
             raise Http404
         execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
         response = StreamingHttpResponse(
@@ -327,10 +336,16 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         response["Content-Disposition"] = f'attachment; filename="execution-{execution.id}.log"'
         return response
 
+    def _retry(self, request, execution: Execution) -> Execution:
+        # The API's rule (accounts.permissions), not a second one.
+        permissions.require_run(request.user, own_command=execution.own_command)
+        return services.execution_retry(execution=execution, trigger=Trigger.ADMIN)
+
     def operate_view(self, request, object_id, operation):
         if request.method != "POST" or operation not in ("cancel", "retry"):
             raise Http404
-        if not self.has_operate_permission(request):
+        allowed = self.has_operate_permission if operation == "cancel" else self.has_run_permission
+        if not allowed(request):
             raise Http404
         execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
         try:
@@ -339,7 +354,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
                 self.message_user(request, "Execution cancelled.", messages.SUCCESS)
                 target = execution
             else:
-                target = services.execution_retry(execution=execution, trigger=Trigger.ADMIN)
+                target = self._retry(request, execution)
                 message = f"Retry queued: attempt {target.attempt}."
                 self.message_user(request, message, messages.SUCCESS)
         except HodeiError as exc:
@@ -361,8 +376,8 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         self.message_user(request, f"{job}: execution queued.", messages.SUCCESS)
         return redirect("admin:workermanager_execution_change", execution.pk)
 
-    def has_run_permission(self, request) -> bool:
-        return request.user.has_perm("workermanager.add_execution")
+    def has_run_permission(self, request, obj=None) -> bool:
+        return permissions.may_run(request.user)
 
     @staticmethod
     def _uuid_or_404(value):

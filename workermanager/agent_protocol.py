@@ -27,7 +27,7 @@ def assignments(executions: list[Execution]) -> list[dict]:
             "command": e.command,
             "type": e.type,
             "env": e.env,
-            "secret_env": secrets.get(e.job_id) or {},
+            "secret_env": (secrets.get(e.job_id) or {}) if e.with_secrets else {},
             "timeout_seconds": e.timeout_seconds,
             "attempt": e.attempt,
             "job_id": str(e.job_id or ""),

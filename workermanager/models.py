@@ -253,9 +253,21 @@ class Execution(ResourceLimits):
     trace_parent = models.CharField(
         max_length=64, blank=True, default="", help_text="W3C traceparent of the enqueue span."
     )
+    own_command = models.BooleanField(
+        default=False,
+        help_text="Its command was written by whoever queued it (ad hoc, or overriding the "
+        "job's), not the job's own.",
+    )
+    with_secrets = models.BooleanField(
+        default=True, help_text="It receives its job's secret variables."
+    )
 
     class Meta:
         ordering = ["-id"]
+        permissions = [
+            ("run_job", "Can run jobs: execute, retry, run now, schedules, pipeline runs"),
+            ("run_command", "Can run commands of their own (ad hoc, or a job's overridden)"),
+        ]
         constraints = [
             # A schedule slot yields at most one execution, however many schedulers fire.
             models.UniqueConstraint(

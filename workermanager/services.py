@@ -38,6 +38,7 @@ def execution_enqueue(
     memory_limit_mb: int | None = None,
     pids_limit: int | None = None,
     cpu_limit: float | None = None,
+    with_secrets: bool = True,
     trigger: str = Trigger.API,
     schedule=None,
     scheduled_for: datetime | None = None,
@@ -45,7 +46,11 @@ def execution_enqueue(
     available_at: datetime | None = None,
 ) -> Execution:
     """Queue an execution. The job, if any, supplies every default; the arguments given
-    override them. An empty command is a valid no-op that succeeds at once."""
+    override them. An empty command is a valid no-op that succeeds at once.
+
+    A command given for a job overrides the job's: that execution receives the job's
+    secret variables only ``with_secrets`` (the caller decides who may: see
+    accounts.permissions)."""
     if job is None and not command:
         raise InvalidInput(
             "Nothing to run: give a job_id or a command.",
@@ -67,12 +72,14 @@ def execution_enqueue(
             job=job,
             **{name: _default(name, value, job) for name, value in given.items()},
             env={**(job.env if job else {}), **(env or {})},
+            own_command=command is not None and (job is None or command != job.command),
             trigger=trigger,
             schedule=schedule,
             scheduled_for=scheduled_for,
             created_at=now,
             available_at=available_at or now,
         )
+        execution.with_secrets = with_secrets or not execution.own_command
         execution.trace_id, execution.trace_parent = tracing.current_ids()
         if retry_of is not None:
             _continue_budgets(execution, retry_of=retry_of, trigger=trigger)
@@ -270,6 +277,7 @@ def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execu
             return execution_enqueue(
                 job=execution.job,
                 env=execution.env,
+                with_secrets=execution.with_secrets,
                 **{name: getattr(execution, name) for name in RUN_SETTINGS},
                 trigger=trigger,
                 retry_of=execution,

@@ -4,9 +4,10 @@ from rest_framework.permissions import DjangoModelPermissions
 class ModelPermissions(DjangoModelPermissions):
     """Django model permissions for the API, so the admin's groups govern it too.
 
-    Unlike DRF's default, reading needs the ``view`` permission. A view's state-changing
-    actions (``cancel``, ``heartbeat``) name the permission they need in
-    ``action_permissions``, e.g. ``{"cancel": "change"}``.
+    Unlike DRF's default, reading needs the ``view`` permission. A view's actions name
+    the permission they need in ``action_permissions``: a verb on the view's model
+    (``{"cancel": "change"}``) or a whole permission (``{"logs":
+    "workermanager.view_executionlog"}``).
     """
 
     perms_map = {
@@ -26,6 +27,8 @@ class ModelPermissions(DjangoModelPermissions):
         verb = getattr(view, "action_permissions", {}).get(action)
         if verb is None:
             return super().has_permission(request, view)
+        if "." in verb:
+            return request.user.has_perm(verb)
         model = self._queryset(view).model
         perm = f"{model._meta.app_label}.{verb}_{model._meta.model_name}"
         return request.user.has_perm(perm)

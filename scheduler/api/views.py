@@ -3,6 +3,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from accounts import permissions
 from hodei.api.views import validated
 from scheduler import services
 from scheduler.api.filters import ScheduleFilter
@@ -26,9 +27,11 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
-        schedule = services.schedule_create(
-            **validated(ScheduleInputSerializer, request.data, echo=ScheduleSerializer)
-        )
+        """Create a schedule. It will run its job: that needs the run permission too."""
+        data = validated(ScheduleInputSerializer, request.data, echo=ScheduleSerializer)
+        if data.get("enabled", True):
+            permissions.require_run(request.user)
+        schedule = services.schedule_create(**data)
         return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
@@ -43,6 +46,9 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             instance=schedule,
             echo=ScheduleSerializer,
         )
+        if data.get("enabled") or "job" in data:
+            # Enabling or re-pointing a schedule makes commands run: the run permission.
+            permissions.require_run(request.user)
         schedule = services.schedule_update(schedule=schedule, **data)
         return Response(ScheduleSerializer(schedule).data)
 
@@ -53,8 +59,11 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(request=None, responses={201: ScheduleFireSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
-        """Fire now, respecting the overlap policy (a skipped run is recorded as such)."""
-        fire = services.schedule_run_now(schedule=self.get_object())
+        """Fire now, respecting the overlap policy (a skipped run is recorded as such);
+        the run permission."""
+        schedule = self.get_object()
+        permissions.require_run(request.user)
+        fire = services.schedule_run_now(schedule=schedule)
         return Response(ScheduleFireSerializer(fire).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=ScheduleFireSerializer(many=True))

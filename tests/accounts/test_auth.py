@@ -201,10 +201,16 @@ def test_a_heartbeat_needs_change_permission(make_client):
 
 def test_execution_actions_need_their_permissions(make_client):
     execution = ExecutionFactory()
-    viewer = make_client("workermanager", perms=("workermanager.view_execution",))
-    assert viewer.get(f"/api/v1/executions/{execution.id}/logs").status_code == 200
-    assert viewer.post(f"/api/v1/executions/{execution.id}/cancel").status_code == 403
-    assert viewer.post("/api/v1/execute", {"command": "true"}, format="json").status_code == 403
+    reader = make_client(
+        "workermanager",
+        perms=("workermanager.view_execution", "workermanager.view_executionlog"),
+    )
+    assert reader.get(f"/api/v1/executions/{execution.id}/logs").status_code == 200
+    assert reader.post(f"/api/v1/executions/{execution.id}/cancel").status_code == 403
+    assert reader.post("/api/v1/execute", {"command": "true"}, format="json").status_code == 403
+    no_logs = make_client("workermanager", perms=("workermanager.view_execution",))
+    assert no_logs.get(f"/api/v1/executions/{execution.id}").status_code == 200
+    assert no_logs.get(f"/api/v1/executions/{execution.id}/logs").status_code == 403
     execution.refresh_from_db()
     assert execution.status == "queued"
 
@@ -212,7 +218,9 @@ def test_execution_actions_need_their_permissions(make_client):
     assert operator.post(f"/api/v1/executions/{execution.id}/cancel").status_code == 200
     assert operator.post(f"/api/v1/executions/{execution.id}/retry").status_code == 403
     adder = make_client("workermanager", perms=("workermanager.add_execution",))
-    assert adder.post(f"/api/v1/executions/{execution.id}/retry").status_code == 201
+    assert adder.post(f"/api/v1/executions/{execution.id}/retry").status_code == 403
+    runner = make_client("workermanager", perms=("workermanager.run_job",))
+    assert runner.post(f"/api/v1/executions/{execution.id}/retry").status_code == 201
 
 
 def test_group_permissions_govern_the_api(make_client):

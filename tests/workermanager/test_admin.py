@@ -18,6 +18,7 @@ from tests.factories import (
     ExecutionLogFactory,
     JobFactory,
     ManagedWorkerFactory,
+    UserFactory,
     WorkerFactory,
     action,
     admin_form_data,
@@ -621,3 +622,17 @@ def test_the_raw_log_downloads_whole_for_viewers_too(viewer):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     assert b"".join(response.streaming_content) == b"line 0\nline 1\nline 2\n"
+
+
+def test_reading_output_in_the_admin_needs_the_log_permission():
+    from django.contrib.auth.models import Permission
+
+    execution = finished()
+    ExecutionLogFactory(execution=execution, seq=0, message="the secret plan\n")
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_execution"))
+    client = logged_in(user)
+    page = client.get(detail(execution)).content.decode()
+    assert "the secret plan" not in page and "hodei-log-forbidden" in page
+    assert tail(client, execution).json()["chunks"] == []
+    assert client.get(f"{EXECUTIONS}{execution.pk}/log.txt").status_code == 404

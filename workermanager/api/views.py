@@ -5,6 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from accounts import permissions
 from hodei.api.renderers import PlainTextRenderer
 from hodei.api.views import validated
 from hodei.lib import clock
@@ -31,12 +32,25 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     queryset = Execution.objects.all()
     serializer_class = ExecutionSerializer
     filterset_class = ExecutionFilter
-    action_permissions = {"logs": "view", "cancel": "change", "retry": "add"}
+    action_permissions = {
+        "create": permissions.RUN,
+        "logs": "workermanager.view_executionlog",
+        "cancel": "change",
+        "retry": permissions.RUN,
+    }
 
     @extend_schema(request=ExecuteInputSerializer, responses={201: ExecutionSerializer})
     def create(self, request):
-        """Queue an execution of a job and/or a command."""
-        execution = services.execution_enqueue(**validated(ExecuteInputSerializer, request.data))
+        """Queue an execution of a job and/or a command. Needs the run permission; a
+        command of your own (ad hoc, or overriding the job's) needs run_command too, and
+        gets the job's secret variables only if you may change the job."""
+        data = validated(ExecuteInputSerializer, request.data)
+        job = data.get("job")
+        own_command = "command" in data and (job is None or data["command"] != job.command)
+        permissions.require_run(request.user, own_command=own_command)
+        execution = services.execution_enqueue(
+            **data, with_secrets=permissions.secrets_for_own_command(request.user)
+        )
         return Response(ExecutionSerializer(execution).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -91,8 +105,10 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     @extend_schema(request=None, responses={201: ExecutionSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        """Run a finished execution again as a new attempt."""
-        retry = services.execution_retry(execution=self.get_object())
+        """Run a finished execution again as a new attempt (the run permission)."""
+        execution = self.get_object()
+        permissions.require_run(request.user, own_command=execution.own_command)
+        retry = services.execution_retry(execution=execution)
         return Response(ExecutionSerializer(retry).data, status=status.HTTP_201_CREATED)
 
 
