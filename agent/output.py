@@ -4,9 +4,10 @@ import codecs
 import time
 from dataclasses import dataclass, field
 
+from agent.masking import Masker
+
 # workermanager.choices.LogStream's values (this module runs without Django).
 STDOUT, STDERR, SYSTEM = "stdout", "stderr", "system"
-SECRET_MASK = "********"
 
 
 @dataclass
@@ -30,8 +31,10 @@ class _StreamBuffer:
 class OutputCapture:
     """Collects one execution's stdout and stderr and hands out chunks to store.
 
-    Memory stays bounded: a stream is flushed once it holds ``flush_bytes``; output past
-    ``max_bytes`` is counted but dropped, with one system line saying so."""
+    Secret values are masked (agent.masking) as output arrives, across both streams,
+    before it is cut into chunks. Memory stays bounded: a stream is flushed once it holds
+    ``flush_bytes``; output past ``max_bytes`` is counted but dropped, with one system
+    line saying so."""
 
     def __init__(
         self,
@@ -45,8 +48,7 @@ class OutputCapture:
         self.max_bytes = max_bytes
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
-        # Mask longer secrets first so one that contains another is masked whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.masker = Masker([s for s in secrets if len(s) >= 4]) if any(secrets) else None
         self.next_seq = first_seq
         self.stored_bytes = 0
         self.seen_bytes = 0
@@ -66,17 +68,37 @@ class OutputCapture:
             data = data[:room]
             self._truncate()
         self.stored_bytes += len(data)
+        text = self._streams[stream].decoder.decode(data)
+        self._buffer_masked(stream, text, now=now if now is not None else time.monotonic())
+
+    def _buffer_masked(self, stream: str, text: str, *, now: float) -> None:
+        if self.masker is None:
+            self._buffer(stream, text, now=now)
+        else:
+            for released_stream, released in self.masker.feed(stream, text, now=now):
+                self._buffer(released_stream, released, now=now)
+
+    def _buffer(self, stream: str, text: str, *, now: float) -> None:
         buf = self._streams[stream]
-        buf.text += buf.decoder.decode(data)
+        buf.text += text
         if buf.text and buf.pending_since is None:
-            buf.pending_since = now if now is not None else time.monotonic()
+            buf.pending_since = now
         if len(buf.text) >= self.flush_bytes:
             self._cut(buf, whole=True)
 
+    def _release_held(self, *, now: float) -> None:
+        """What the masker held (the start of what might have been a secret), masked."""
+        if self.masker is not None:
+            for stream, text in self.masker.flush():
+                self._buffer(stream, text, now=now)
+
     def _truncate(self) -> None:
         self.truncated = True
+        now = time.monotonic()
+        for stream, buf in self._streams.items():
+            self._buffer_masked(stream, buf.decoder.decode(b"", final=True), now=now)
+        self._release_held(now=now)
         for buf in self._streams.values():
-            buf.text += buf.decoder.decode(b"", final=True)
             self._cut(buf, whole=True)
         self.system(
             f"[hodei] output truncated: more than {self.max_bytes} bytes; "
@@ -89,18 +111,29 @@ class OutputCapture:
 
     def due(self, *, now: float | None = None) -> bool:
         now = now if now is not None else time.monotonic()
-        return bool(self._ready) or any(
-            b.pending_since is not None and now - b.pending_since >= self.flush_seconds
-            for b in self._streams.values()
+        held = self.masker is not None and self.masker.held_too_long(now=now)
+        return (
+            held
+            or bool(self._ready)
+            or any(
+                b.pending_since is not None and now - b.pending_since >= self.flush_seconds
+                for b in self._streams.values()
+            )
         )
 
     def take(self, *, final: bool = False, now: float | None = None) -> list[Chunk]:
         """Chunks ready to store: everything on ``final``, else what has waited long
         enough. Prefer cutting at a line end so entries hold whole lines."""
         now = now if now is not None else time.monotonic()
+        if final:
+            for stream, buf in self._streams.items():
+                tail = buf.decoder.decode(b"", final=True)
+                if tail:
+                    self._buffer_masked(stream, tail, now=now)
+        if final or (self.masker is not None and self.masker.held_too_long(now=now)):
+            self._release_held(now=now)
         for buf in self._streams.values():
             if final:
-                buf.text += buf.decoder.decode(b"", final=True)
                 self._cut(buf, whole=True)
             elif buf.pending_since is not None and now - buf.pending_since >= self.flush_seconds:
                 # A partial line waits for its end, but not for more than 5 flush periods.
@@ -127,7 +160,4 @@ class OutputCapture:
 
     def _clean(self, text: str) -> str:
         # PostgreSQL text cannot hold NUL.
-        text = text.replace("\x00", "\ufffd")
-        for secret in self.secrets:
-            text = text.replace(secret, SECRET_MASK)
-        return text
+        return text.replace("\x00", "\ufffd")

@@ -3,6 +3,8 @@
 It fails closed: outside ``HODEI_DEV=1`` a ``SECRET_KEY`` is required.
 """
 
+import base64
+import hashlib
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -13,6 +15,7 @@ from hodei.lib.env import (
     env_float,
     env_int,
     env_list,
+    env_list_file,
     env_str,
     parse_database_url,
     read_secret_file,
@@ -36,6 +39,20 @@ if not SECRET_KEY:
             f"{VAR_DIR / 'secret_key'} (or set HODEI_DEV=1 for a local development setup)."
         )
     SECRET_KEY = "hodei-development-only-not-secret"
+
+# Job secret variables are encrypted at rest with keys of their own (hodei/lib/secrets.py):
+# HODEI_SECRETS_KEY, newest first, or var/secrets_key (make run generates it).
+HODEI_SECRETS_KEYS = env_list("HODEI_SECRETS_KEY") or env_list_file(VAR_DIR / "secrets_key")
+if not HODEI_SECRETS_KEYS:
+    if not HODEI_DEV:
+        raise ImproperlyConfigured(
+            "HODEI_SECRETS_KEY is required (job secrets are encrypted with it): set it, or "
+            f"run `make run` once to generate {VAR_DIR / 'secrets_key'}."
+        )
+    # Development only: a key derived from the development SECRET_KEY.
+    HODEI_SECRETS_KEYS = [
+        base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+    ]
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")

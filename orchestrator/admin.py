@@ -3,7 +3,9 @@ from django.contrib import admin
 from django.db.models import Count
 
 from accounts import permissions
+from hodei.api.fields import ENV_NAME
 from hodei.exceptions import InvalidInput
+from hodei.lib import secrets as hodei_secrets
 from hodei.templatetags.hodei import status_pill
 from orchestrator import services
 from orchestrator.choices import PipelineStatus
@@ -76,10 +78,41 @@ class PipelineAdmin(admin.ModelAdmin):
 
 
 class JobAdminForm(forms.ModelForm):
+    # Secret values are write-only: the field shows names with the mask, never values.
+    secrets = forms.CharField(
+        label="Secret env",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "autocomplete": "off"}),
+        help_text=f"One NAME=value per line, values of {hodei_secrets.MIN_LENGTH}+ characters. "
+        f"NAME={hodei_secrets.MASK} keeps the stored value; a line removed removes it. Stored "
+        "encrypted; never shown again.",
+    )
+
     class Meta:
         model = Job
-        # Secret values are write-only: never a field that shows them.
         fields = ["pipeline", *(f for f in JOB_SETTINGS if f != "secret_env"), "depends_on"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = self.instance.secret_env if self.instance.pk else {}
+        self.fields["secrets"].initial = "\n".join(f"{n}={hodei_secrets.MASK}" for n in names)
+
+    def clean_secrets(self):
+        given = {}
+        for number, line in enumerate(self.cleaned_data["secrets"].splitlines(), 1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep or not ENV_NAME.fullmatch(name.strip()):
+                raise forms.ValidationError(f"Line {number}: NAME=value, NAME a variable name.")
+            given[name.strip()] = value
+        current = self.instance.secret_env if self.instance.pk else {}
+        try:
+            # The service's rule: the mask keeps a value, short values are refused.
+            self.stored_secrets = services.secret_env_stored(given, current=current)
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.fields["secret_env"]) from None
+        return given
 
     def clean(self):
         data = super().clean()
@@ -112,12 +145,12 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("name", "command", "pipeline__name")
     # Autocomplete, not a <select> of every job: the page stays light with 10^3+ jobs.
     autocomplete_fields = ("pipeline", "depends_on")
-    readonly_fields = ("status_badge", "secret_env_masked")
+    readonly_fields = ("status_badge",)
     fieldsets = (
         (None, {"fields": ("pipeline", "name", "description", "status_badge")}),
         (
             "Command",
-            {"fields": ("command", "type", "worker_type", "labels", "env", "secret_env_masked")},
+            {"fields": ("command", "type", "worker_type", "labels", "env", "secrets")},
         ),
         (
             "Limits and retries",
@@ -153,10 +186,10 @@ class JobAdmin(admin.ModelAdmin):
             extra["can_run"] = permissions.may_run(request.user)
         return super().change_view(request, object_id, form_url, extra)
 
-    @admin.display(description="secret env")
-    def secret_env_masked(self, obj):
-        # Secret values are never shown, here or in the API; set them through the API.
-        return ", ".join(f"{key}=********" for key in obj.secret_env) or "–"
+    def save_model(self, request, obj, form, change):
+        # Already encrypted by the form's check (services.secret_env_stored).
+        obj.secret_env = form.stored_secrets
+        super().save_model(request, obj, form, change)
 
     def delete_model(self, request, obj):
         # The confirmation page listed the schedules that go with it: that is the ask.

@@ -126,7 +126,8 @@ class Job(ResourceLimits):
     secret_env = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Environment variables whose values are never shown in the API or logs.",
+        help_text="Environment variables whose values are never shown in the API or logs; "
+        "stored encrypted (hodei/lib/secrets.py), decrypted only for the agent that runs it.",
     )
     timeout_seconds = models.PositiveIntegerField(
         null=True,

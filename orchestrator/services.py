@@ -3,7 +3,7 @@
 from django.db import transaction
 
 from hodei.exceptions import Conflict, InvalidInput, NotFound
-from hodei.lib import clock
+from hodei.lib import clock, secrets
 from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
 PIPELINE_FIELDS = set(PIPELINE_SETTINGS)
@@ -28,6 +28,8 @@ def pipeline_update(*, pipeline: Pipeline, **fields) -> Pipeline:
 @transaction.atomic
 def job_create(*, pipeline: Pipeline, depends_on: list[Job] | None = None, **fields) -> Job:
     _reject_unknown(fields, JOB_FIELDS)
+    if "secret_env" in fields:
+        fields["secret_env"] = secret_env_stored(fields["secret_env"], current={})
     if depends_on:
         _lock_pipelines({pipeline.pk})
     now = clock.now()
@@ -62,6 +64,8 @@ def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Jo
             "A job linked to others by depends_on cannot move to another pipeline.",
             fields={"pipeline_id": ["Remove its dependencies first."]},
         )
+    if "secret_env" in fields:
+        fields["secret_env"] = secret_env_stored(fields["secret_env"], current=job.secret_env)
     for name, value in fields.items():
         setattr(job, name, value)
     job.updated_at = clock.now()
@@ -69,6 +73,29 @@ def job_update(*, job: Job, depends_on: list[Job] | None = None, **fields) -> Jo
     if depends_on is not None:
         _set_dependencies(job, depends_on)
     return job
+
+
+def secret_env_stored(given: dict[str, str], *, current: dict[str, str]) -> dict[str, str]:
+    """A job's stored (encrypted) secret variables once ``given`` is set: the mask as a
+    value keeps the current one (so a body read with GET and sent back changes nothing),
+    a name left out is removed, a new value is encrypted."""
+    stored, errors = {}, []
+    for name, value in given.items():
+        if value == secrets.MASK:
+            if name in current:
+                stored[name] = current[name]
+            else:
+                errors.append(f"{name}: no stored value to keep ({secrets.MASK} keeps one).")
+        elif len(value) < secrets.MIN_LENGTH:
+            errors.append(
+                f"{name}: a secret value has at least {secrets.MIN_LENGTH} characters, or it "
+                "could not be masked in logs."
+            )
+        else:
+            stored[name] = secrets.encrypt(value)
+    if errors:
+        raise InvalidInput("Invalid secret_env.", fields={"secret_env": errors})
+    return stored
 
 
 @transaction.atomic

@@ -26,12 +26,21 @@ class PipelineFactory(factory.django.DjangoModelFactory):
 
 
 class JobFactory(factory.django.DjangoModelFactory):
+    """``secret_env`` is given in plaintext and stored encrypted, as the services do."""
+
     class Meta:
         model = Job
 
     pipeline = factory.SubFactory(PipelineFactory)
     name = factory.Sequence(lambda n: f"job-{n}")
     command = "echo hello"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from hodei.lib.secrets import encrypt_env
+
+        kwargs["secret_env"] = encrypt_env(kwargs.get("secret_env") or {})
+        return super()._create(model_class, *args, **kwargs)
 
 
 class ScheduleFactory(factory.django.DjangoModelFactory):
@@ -203,3 +212,11 @@ def start(execution: Execution, *, worker: Worker, now: datetime) -> Execution:
     fields = Execution._start_fields(execution, worker=worker, now=now)
     assert execution._transition("running", **fields)
     return execution
+
+
+def stored_secrets(job) -> dict[str, str]:
+    """A job's secret variables, decrypted (they are stored encrypted)."""
+    from hodei.lib.secrets import decrypt_env
+
+    job.refresh_from_db(fields=["secret_env"])
+    return decrypt_env(job.secret_env)

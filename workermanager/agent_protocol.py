@@ -6,6 +6,7 @@ control, log storage and settlement; two transports."""
 from django.db import transaction
 
 from hodei.lib import clock
+from hodei.lib.secrets import decrypt_env
 from orchestrator.choices import Network
 from orchestrator.models import Job
 from workermanager import services, workers
@@ -20,7 +21,11 @@ def assignments(executions: list[Execution]) -> list[dict]:
     jobs = {e.job_id for e in executions if e.job_id}
     secrets = {}
     if jobs:
-        secrets = dict(Job.objects.filter(pk__in=jobs).values_list("pk", "secret_env"))
+        # Decrypted here, for the agent that runs them, and nowhere else.
+        secrets = {
+            pk: decrypt_env(stored)
+            for pk, stored in Job.objects.filter(pk__in=jobs).values_list("pk", "secret_env")
+        }
     return [
         {
             "id": str(e.id),

@@ -65,6 +65,11 @@ def read_secret_file(path) -> str:
         return ""
 
 
+def env_list_file(path) -> list[str]:
+    """A comma-separated list kept in a secret file, or [] when there is none."""
+    return [item.strip() for item in read_secret_file(path).split(",") if item.strip()]
+
+
 def parse_database_url(url: str) -> dict:
     """Turn ``postgres://user:pass@host:port/name?opt=v`` or ``sqlite:///path`` into a
     Django DATABASES entry."""

@@ -2,9 +2,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hodei.api.fields import JSONObjectField, env_field, labels_field
+from hodei.lib import secrets
 from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
-
-SECRET_MASK = "********"
 
 
 class PipelineSerializer(serializers.ModelSerializer):
@@ -46,7 +45,7 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_secret_env(self, job: Job) -> dict[str, str]:
-        return {key: SECRET_MASK for key in job.secret_env}
+        return {key: secrets.MASK for key in job.secret_env}
 
 
 class JobInputSerializer(serializers.ModelSerializer):

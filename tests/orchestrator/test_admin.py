@@ -13,6 +13,7 @@ from tests.factories import (
     admin_form_data,
     change_url,
     messages_of,
+    stored_secrets,
 )
 from workermanager.choices import ExecutionStatus, Trigger
 from workermanager.models import Execution
@@ -188,7 +189,7 @@ def test_operator_edits_command_env_timeout_and_retry_policy(operator):
     assert job.env == {"MODE": "fast"}
     assert (job.timeout_seconds, job.max_retries, job.retry_delay_seconds) == (120, 3, 5)
     assert (job.retry_backoff, job.max_lost_retries) == (1.5, 2)
-    assert job.secret_env == {"TOKEN": SECRET}  # not in the form, so kept
+    assert stored_secrets(job) == {"TOKEN": SECRET}  # shown masked, sent back: kept
 
 
 def test_job_form_rejects_out_of_range_retry_policy(operator):

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from orchestrator import services
 from orchestrator.models import Job, Pipeline
 from scheduler.models import Schedule
-from tests.factories import JobFactory, PipelineFactory, ScheduleFactory
+from tests.factories import JobFactory, PipelineFactory, ScheduleFactory, stored_secrets
 from workermanager.services import execution_enqueue
 
 pytestmark = pytest.mark.django_db
@@ -672,7 +672,7 @@ def test_secret_env_values_are_masked_and_never_echoed(orch):
     assert response.json()["secret_env"] == {"TOKEN": "********"}
     assert SECRET not in response.content.decode()
     job_id = response.json()["id"]
-    assert Job.objects.get(pk=job_id).secret_env == {"TOKEN": SECRET}
+    assert stored_secrets(Job.objects.get(pk=job_id)) == {"TOKEN": SECRET}
 
     for read in (
         orch.get(f"/api/v1/jobs/{job_id}"),
@@ -682,16 +682,16 @@ def test_secret_env_values_are_masked_and_never_echoed(orch):
     ):
         assert read.status_code == 200
         assert SECRET not in read.content.decode()
-    assert Job.objects.get(pk=job_id).secret_env == {"TOKEN": SECRET}
+    assert stored_secrets(Job.objects.get(pk=job_id)) == {"TOKEN": SECRET}
 
 
 def test_patch_replaces_secret_env(orch):
-    job = JobFactory(secret_env={"OLD": "x"})
+    job = JobFactory(secret_env={"OLD": "old-value-1"})
     response = orch.patch(f"/api/v1/jobs/{job.id}", {"secret_env": {"NEW": SECRET}}, format="json")
     assert response.json()["secret_env"] == {"NEW": "********"}
     assert SECRET not in response.content.decode()
     job.refresh_from_db()
-    assert job.secret_env == {"NEW": SECRET}
+    assert stored_secrets(job) == {"NEW": SECRET}
 
 
 # -- query counts ------------------------------------------------------------------
