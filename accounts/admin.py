@@ -7,14 +7,22 @@ from hodei.exceptions import InvalidTransition
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
     list_select_related = ("user",)
     list_filter = ("revoked_at",)
     search_fields = ("prefix", "user__username", "name")
     # revoked_at too: revoking is the action's (the model's) business, and clearing the
     # field in the form would reinstate a revoked token.
-    readonly_fields = ("prefix", "user", "created_at", "last_used_at", "revoked_at")
-    fields = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "user", "created_at", "last_used_at", "expires_at", "revoked_at")
+    fields = ("prefix", "user", "name", "created_at", "last_used_at", "expires_at", "revoked_at")
     actions = ["revoke"]
 
     def has_add_permission(self, request):

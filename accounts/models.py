@@ -1,5 +1,6 @@
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -31,6 +32,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=clock.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="After this it is refused (401)."
+    )
 
     class Meta:
         verbose_name = "API token"
@@ -48,10 +52,30 @@ class ApiToken(models.Model):
             self.save(update_fields=["revoked_at"])
 
 
-def token_create(*, user, name: str = "") -> tuple[ApiToken, str]:
-    """Create a token for ``user``; returns the row and the raw token (shown once)."""
+def token_create(
+    *, user, name: str = "", lifetime: timedelta | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token for ``user`` (valid for ``lifetime``, or until revoked); returns the
+    row and the raw token (shown once)."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, name=name, prefix=raw[: len(TOKEN_PREFIX) + 6], key_hash=hash_token(raw)
+        user=user,
+        name=name,
+        prefix=raw[: len(TOKEN_PREFIX) + 6],
+        key_hash=hash_token(raw),
+        expires_at=clock.now() + lifetime if lifetime else None,
     )
     return token, raw
+
+
+class AuthFailure(models.Model):
+    """Failed bearer-token attempts of one client address in the current window: past
+    the limit the address is refused (429) until the window ends. In the database, so
+    every API process and replica counts the same attempts."""
+
+    address = models.GenericIPAddressField(unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(default=clock.now)
+
+    def __str__(self) -> str:
+        return f"{self.address}: {self.failures}"

@@ -5,6 +5,7 @@ It fails closed: outside ``HODEI_DEV=1`` a ``SECRET_KEY`` is required.
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -78,6 +79,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
+    "axes",
     # Before django_q: its `qcluster` command adds the precise schedule ticker.
     "scheduler",
     "django_q",
@@ -98,8 +100,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "hodei.middleware.ContentSecurityPolicyMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -135,6 +139,25 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("HODEI_CONN_MAX_AGE", 60, minimum
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Logins: django-axes locks a username from an address out after AXES_FAILURE_LIMIT
+# failed passwords, for HODEI_LOGIN_LOCKOUT_MINUTES (the admin and the browsable API).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HODEI_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("HODEI_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "accounts.authentication.client_address"
+# How many proxies of ours stand in front of the services (1 with compose's nginx): the
+# client address comes from what the outermost saw.
+HODEI_PROXY_COUNT = env_int("HODEI_PROXY_COUNT", 0, minimum=0)
+# Bearer tokens: past this many failures from one address in the window, 429.
+HODEI_TOKEN_FAILURE_LIMIT = env_int("HODEI_TOKEN_FAILURE_LIMIT", 20, minimum=1)
+HODEI_TOKEN_FAILURE_WINDOW_SECONDS = env_int("HODEI_TOKEN_FAILURE_WINDOW_SECONDS", 600, minimum=1)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -153,6 +176,23 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # step is needed to get a working UI, and nothing comes from a CDN.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# HODEI_HTTPS=1: served over HTTPS (behind a TLS-terminating proxy): redirect plain
+# HTTP, HSTS, secure cookies, and trust the proxy's X-Forwarded-Proto.
+HODEI_HTTPS = env_bool("HODEI_HTTPS", False)
+if HODEI_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("HODEI_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HODEI_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("HODEI_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # /health stays reachable over plain HTTP for probes inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 LOGIN_URL = "/api-auth/login/"
 SESSION_COOKIE_HTTPONLY = True
@@ -191,7 +231,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The bearer scheme comes from accounts.schema (the token authentication's extension).
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
-    "ENUM_NAME_OVERRIDES": {},
+    # Several models have a `status` with its own choices; without names drf-spectacular
+    # falls back to hashed enum names ("StatusC79Enum") and warns.
+    "ENUM_NAME_OVERRIDES": {
+        "PipelineStatusEnum": "orchestrator.choices.PipelineStatus",
+        "JobStatusEnum": "orchestrator.choices.JobStatus",
+        "ScheduleStatusEnum": "scheduler.choices.ScheduleStatus",
+        "WorkerStatusEnum": "workermanager.choices.WorkerStatus",
+        "ExecutionStatusEnum": "workermanager.choices.ExecutionStatus",
+        "ManagedWorkerStatusEnum": "workermanager.choices.ManagedWorkerStatus",
+    },
 }
 
 APPEND_SLASH = False

@@ -134,7 +134,7 @@ def services(compose) -> dict:
 
 
 def hodei_services(services) -> dict:
-    return {name: svc for name, svc in services.items() if name != "db"}
+    return {name: svc for name, svc in services.items() if name not in ("db", "proxy")}
 
 
 # compose.yaml ----------------------------------------------------------------------
@@ -180,13 +180,25 @@ def test_qcluster_and_agent_commands(services):
     assert option(agent, "--type") and option(agent, "--name")
 
 
-def test_published_ports_are_the_seeds(services):
-    published = {}
-    for name, svc in services.items():
-        for mapping in svc.get("ports", []):
-            *_, host_port, container_port = str(mapping).rsplit(":", 2)
-            published[name] = (int(host_port), int(container_port))
-    assert published == {name: (port, port) for name, port in API_PORTS.items()}
+def test_the_seeds_ports_are_published_by_the_buffering_proxy_only(services):
+    published = [
+        tuple(int(p) for p in str(mapping).rsplit(":", 2)[-2:])
+        for name, svc in services.items()
+        for mapping in svc.get("ports", [])
+        if name == "proxy"
+    ]
+    assert sorted(published) == [(p, p) for p in sorted(API_PORTS.values())]
+    assert all(not svc.get("ports") for name, svc in services.items() if name != "proxy")
+    for name, port in API_PORTS.items():
+        assert services[name]["expose"] == [str(port)]
+    proxy = services["proxy"]
+    env = environment(proxy)
+    for name, port in API_PORTS.items():
+        assert env[f"HODEI_{name.upper()}_UPSTREAM"] == f"{name}:{port}"
+    assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in proxy["volumes"]
+    assert (ROOT / "deploy/nginx/templates/hodei.conf.template").exists()
+    for name in API_PORTS:
+        assert proxy["depends_on"][name]["condition"] == "service_healthy"
 
 
 def test_long_running_services_have_a_healthcheck_or_wait_for_a_healthy_db(services):

@@ -11,18 +11,6 @@ from console.metrics import metrics_view
 from console.views import landing_view
 from hodei.api.views import health_view
 
-# Several models have a `status` with its own choices; without names drf-spectacular
-# falls back to hashed enum names ("StatusC79Enum") and warns.
-SCHEMA_ENUM_NAMES = {
-    "PipelineStatusEnum": "orchestrator.choices.PipelineStatus",
-    "JobStatusEnum": "orchestrator.choices.JobStatus",
-    "ScheduleStatusEnum": "scheduler.choices.ScheduleStatus",
-    "WorkerStatusEnum": "workermanager.choices.WorkerStatus",
-    "ExecutionStatusEnum": "workermanager.choices.ExecutionStatus",
-    "ManagedWorkerStatusEnum": "workermanager.choices.ManagedWorkerStatus",
-}
-
-
 def router() -> SimpleRouter:
     # The seed's paths have no trailing slash.
     return SimpleRouter(trailing_slash=False)
@@ -40,7 +28,6 @@ def common_patterns(service: str) -> list:
             SpectacularJSONAPIView.as_view(
                 custom_settings={
                     "TITLE": f"Hodei {service} API",
-                    "ENUM_NAME_OVERRIDES": SCHEMA_ENUM_NAMES,
                     "POSTPROCESSING_HOOKS": [
                         "drf_spectacular.hooks.postprocess_schema_enums",
                         "hodei.api.schema.document_link_header",

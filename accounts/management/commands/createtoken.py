@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import token_create
 from accounts.roles import OPERATORS, VIEWERS
+from hodei.lib.durations import parse_duration
 
 ROLES = {"operator": OPERATORS, "viewer": VIEWERS}
 ABILITIES = {
@@ -33,8 +34,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--name", default="", help="A label for the token itself, shown in the admin."
         )
+        parser.add_argument(
+            "--expires",
+            default=None,
+            help="How long it is valid, such as 90d, 12h, 2w (default: until revoked).",
+        )
 
-    def handle(self, *args, username, role, superuser, name, **options):
+    def handle(self, *args, username, role, superuser, name, expires, **options):
+        try:
+            lifetime = parse_duration(expires) if expires else None
+        except ValueError as exc:
+            raise CommandError(f"--expires {exc}") from None
         User = get_user_model()
         user, created = User.objects.get_or_create(username=username)
         if created:
@@ -48,9 +58,10 @@ class Command(BaseCommand):
                 user.groups.add(Group.objects.get(name=ROLES[role]))
             except Group.DoesNotExist:
                 raise CommandError(f"The group {ROLES[role]!r} is missing: run migrate.") from None
-        _, raw = token_create(user=user, name=name or "createtoken")
+        token, raw = token_create(user=user, name=name or "createtoken", lifetime=lifetime)
         self.stdout.write(raw)
-        self.stderr.write(describe(User.objects.get(pk=user.pk)))
+        until = f" It expires at {token.expires_at:%Y-%m-%d %H:%M} UTC." if lifetime else ""
+        self.stderr.write(describe(User.objects.get(pk=user.pk)) + until)
 
 
 def describe(user) -> str:

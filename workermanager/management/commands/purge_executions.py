@@ -1,4 +1,3 @@
-import re
 import time
 from datetime import timedelta
 
@@ -6,26 +5,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hodei.exceptions import HodeiError
+from hodei.lib.durations import parse_duration
 from workermanager.retention import PurgeResult, executions_purge
 
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-AGE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 MAX_BATCH_SIZE = 10_000
 PROGRESS_EVERY_SECONDS = 1.0
 
 
 def parse_age(value: str) -> timedelta:
-    """``7d`` -> 7 days: a positive whole number and one unit of s, m, h, d or w."""
-    match = AGE_RE.match(value)
-    if not match:
-        raise CommandError(
-            f"--older-than {value!r}: give a whole number and a unit of s, m, h, d or w "
-            "(such as 7d, 12h, 2w)."
-        )
-    amount, unit = int(match[1]), match[2]
-    if amount == 0:
-        raise CommandError(f"--older-than {value!r}: must be more than zero.")
-    return timedelta(seconds=amount * UNIT_SECONDS[unit])
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise CommandError(f"--older-than {exc}") from None
 
 
 class Command(BaseCommand):
