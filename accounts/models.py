@@ -7,6 +7,7 @@ from django.db import models
 
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
+from hodei.lib.validators import plain_text
 
 TOKEN_PREFIX = "hodei_"
 
@@ -24,7 +25,7 @@ class ApiToken(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
-    name = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=100, blank=True, validators=[plain_text])
     prefix = models.CharField(
         max_length=16, editable=False, help_text="First characters, to recognise a token."
     )

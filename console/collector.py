@@ -1,6 +1,7 @@
 """The /metrics view's domain part: shared series from the database, and state gauges
 computed at scrape time."""
 
+from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -63,17 +64,22 @@ class DomainCollector:
             "Age of the oldest queued execution, per worker type.",
             labels=["worker_type"],
         )
-        for queue in selectors.queue_by_worker_type():
-            depth.add_metric([queue.worker_type], queue.queued)
-            age.add_metric(
-                [queue.worker_type], max(0.0, (now - queue.oldest_created_at).total_seconds())
-            )
+        known = selectors.known_worker_types(limit=settings.HODEI_METRICS_MAX_WORKER_TYPES)
+        queue = selectors.queue_by_worker_type()
+        depths = selectors.bounded({q.worker_type: q.queued for q in queue}, known)
+        ages: dict[str, float] = {}
+        for q in queue:
+            key = q.worker_type if q.worker_type in known else selectors.OTHER
+            ages[key] = max(ages.get(key, 0.0), (now - q.oldest_created_at).total_seconds())
+        for worker_type, n in depths.items():
+            depth.add_metric([worker_type], n)
+            age.add_metric([worker_type], max(0.0, ages[worker_type]))
         running = GaugeMetricFamily(
             "hodei_executions_running",
             "Running executions, per worker type.",
             labels=["worker_type"],
         )
-        for worker_type, n in selectors.running_by_worker_type().items():
+        for worker_type, n in selectors.bounded(selectors.running_by_worker_type(), known).items():
             running.add_metric([worker_type], n)
         yield depth
         yield age

@@ -45,6 +45,12 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class QuotaExceeded(Conflict):
+    """A configured limit (schedules per job, managed workers...) is reached."""
+
+    code = "quota_exceeded"
+
+
 class Forbidden(HodeiError):
     """The user may not do this (a permission beyond the model's, such as running)."""
 

@@ -314,5 +314,18 @@ LOGGING = {
 # (when only Prometheus can reach the services' ports).
 HODEI_METRICS_PUBLIC = env_bool("HODEI_METRICS_PUBLIC", False)
 
+# Quotas: what one user (or a mistake) may ask of the platform. A request past one is a
+# 409 naming the limit; a cron that fires more often than the minimum interval is a 400.
+HODEI_MAX_SCHEDULES = env_int("HODEI_MAX_SCHEDULES", 10_000, minimum=1)
+HODEI_MAX_SCHEDULES_PER_JOB = env_int("HODEI_MAX_SCHEDULES_PER_JOB", 20, minimum=1)
+HODEI_MIN_SCHEDULE_INTERVAL_SECONDS = env_int("HODEI_MIN_SCHEDULE_INTERVAL_SECONDS", 10, minimum=1)
+HODEI_MAX_MANAGED_WORKERS = env_int("HODEI_MAX_MANAGED_WORKERS", 10, minimum=0)
+HODEI_MAX_MANAGED_CONCURRENCY = env_int("HODEI_MAX_MANAGED_CONCURRENCY", 16, minimum=1)
+# A queued execution no worker took in this long expires (GitLab: a day), with the reason.
+HODEI_QUEUED_EXPIRY_SECONDS = env_int("HODEI_QUEUED_EXPIRY_SECONDS", 24 * 3600, minimum=60)
+# /metrics labels per worker type: the registered and the configured ones, at most this
+# many; any other worker type (a typo in a request) is counted under "other".
+HODEI_METRICS_MAX_WORKER_TYPES = env_int("HODEI_METRICS_MAX_WORKER_TYPES", 50, minimum=1)
+
 # Scheduling: a slot fired more than this late counts as missed (misfire policy applies).
 HODEI_MISFIRE_GRACE_SECONDS = env_float("HODEI_MISFIRE_GRACE_SECONDS", 60.0, minimum=1)

@@ -3,6 +3,7 @@ from django.db import models
 
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
+from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType, JobStatus, Network, PipelineStatus
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -87,7 +88,7 @@ class Pipeline(models.Model):
     """A named group of jobs that belong together, such as the build of one project."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[plain_text])
     description = models.TextField(blank=True, default="")
     status = models.CharField(
         max_length=16, choices=PipelineStatus.choices, default=PipelineStatus.ACTIVE
@@ -110,7 +111,7 @@ class Job(ResourceLimits):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="jobs")
-    name = models.CharField(max_length=200, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="", validators=[plain_text])
     description = models.TextField(blank=True, default="")
     command = models.TextField(blank=True, default="")
     type = models.CharField(max_length=16, choices=CommandType.choices, default=CommandType.BASH)

@@ -24,9 +24,14 @@ class CronError(ValueError):
     pass
 
 
+# In the tz database's directory but not zones: "localtime" is this host's own setting
+# (so it would mean something else on every host), "Factory" a placeholder.
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @cache
 def _known_timezones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
+    return (frozenset(available_timezones()) | {"UTC"}) - NOT_ZONES
 
 
 def parse_timezone(name: str) -> ZoneInfo:

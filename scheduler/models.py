@@ -5,6 +5,7 @@ from django.db import models
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
+from hodei.lib.validators import plain_text
 from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
 
 St = ScheduleStatus
@@ -15,7 +16,7 @@ class Schedule(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     job = models.ForeignKey("orchestrator.Job", on_delete=models.CASCADE, related_name="schedules")
-    name = models.CharField(max_length=200, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="", validators=[plain_text])
     cron = models.CharField(max_length=200, blank=True, default="")
     timezone = models.CharField(max_length=64, default="UTC")
     schedule_time = models.DateTimeField(null=True, blank=True)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django_q.models import Schedule as EngineSchedule
 
-from hodei.exceptions import InvalidInput
+from hodei.exceptions import InvalidInput, QuotaExceeded
 from hodei.lib import clock
 from orchestrator.models import Job
 from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
@@ -67,9 +67,41 @@ def validate_timing(*, cron: str, schedule_time, timezone: str) -> str:
             cron = validate_cron(cron)
         except CronError as exc:
             errors["cron"] = [str(exc)]
+        else:
+            gap = _shortest_gap(cron)
+            minimum = settings.HODEI_MIN_SCHEDULE_INTERVAL_SECONDS
+            if gap is not None and gap < minimum:
+                errors["cron"] = [
+                    f"It fires every {gap:g} s at times; the shortest interval allowed is "
+                    f"{minimum} s (HODEI_MIN_SCHEDULE_INTERVAL_SECONDS)."
+                ]
     if errors:
         raise InvalidInput("Invalid schedule.", fields=errors)
     return cron
+
+
+def _shortest_gap(cron: str) -> float | None:
+    """The shortest time between two fires of ``cron`` over its next dozen (the same at
+    any time of day for the expressions a minimum interval is about)."""
+    times = next_fire_times(cron, "UTC", after=clock.now(), count=12)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    return min(gaps) if gaps else None
+
+
+def _check_quota(*, job: Job, excluding=None) -> None:
+    """A schedule more for ``job``, within HODEI_MAX_SCHEDULES(_PER_JOB)."""
+    others = Schedule.objects.exclude(pk=excluding.pk) if excluding else Schedule.objects
+    if others.filter(job=job).count() >= settings.HODEI_MAX_SCHEDULES_PER_JOB:
+        raise QuotaExceeded(
+            f"This job has {settings.HODEI_MAX_SCHEDULES_PER_JOB} schedules, the most a job "
+            "may have (HODEI_MAX_SCHEDULES_PER_JOB).",
+            fields={"job_id": ["Too many schedules for this job."]},
+        )
+    if others.count() >= settings.HODEI_MAX_SCHEDULES:
+        raise QuotaExceeded(
+            f"There are {settings.HODEI_MAX_SCHEDULES} schedules, the most allowed "
+            "(HODEI_MAX_SCHEDULES)."
+        )
 
 
 def schedule_create(
@@ -84,6 +116,7 @@ def schedule_create(
     misfire_policy: str = Schedule._meta.get_field("misfire_policy").default,
 ) -> Schedule:
     cron = validate_timing(cron=cron, schedule_time=schedule_time, timezone=timezone)
+    _check_quota(job=job)
     now = clock.now()
     schedule = Schedule(
         job=job,
@@ -118,6 +151,8 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
         raise TypeError(f"Unknown fields: {sorted(unknown)}")
     # Locked: a firing of this schedule (which also locks it) waits for the change.
     schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    if "job" in fields and fields["job"].pk != schedule.job_id:
+        _check_quota(job=fields["job"], excluding=schedule)
     now = clock.now()
     timing = {k: fields[k] for k in TIMING_FIELDS if k in fields}
     if timing:

@@ -64,6 +64,13 @@ def wm(admin_user) -> ServiceClient:
     return client_for("workermanager", admin_user)
 
 
+@pytest.fixture(autouse=True)
+def per_second_schedules(settings):
+    """Tests fire schedules every second or two to run fast; production's minimum
+    interval (10 s) is tested on its own (tests/scheduler/test_quotas.py)."""
+    settings.HODEI_MIN_SCHEDULE_INTERVAL_SECONDS = 1
+
+
 @pytest.fixture
 def operator_user(db):
     return role_user(OPERATORS)

@@ -465,7 +465,7 @@ class ManagedWorkerAdmin(admin.ModelAdmin):
             started = managed.managed_worker_start(
                 type=data["type"], concurrency=data["concurrency"], labels=data["labels"] or {}
             )
-        except managed.WorkerStartFailed as exc:
+        except HodeiError as exc:  # could not start, or a quota
             self.message_user(request, exc.message, messages.ERROR)
             return redirect("admin:workermanager_managedworker_changelist")
         message = f"Worker {started.name} started (pid {started.pid})."

@@ -15,19 +15,25 @@ POLL_SECONDS = 0.2
 # A command's output may carry any terminal control sequence: titles (OSC), screen
 # clears, cursor moves, even sequences some terminals answer to. Only SGR (colours,
 # bold: ESC [ ... m) is passed to a terminal; everything else is removed.
-_CSI = re.compile(r"\x1b\[([0-9;?]*)([@-~])")
-_OSC = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
-_OTHER_ESCAPE = re.compile(r"\x1b[@-Z\\-_]?")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+_ESCAPE = re.compile(
+    r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]"  # CSI: ESC [ params final
+    r"|\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: ESC ] ... BEL or ST
+    r"|[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|.?)",  # any other escape, or a lone ESC
+    re.DOTALL,
+)
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f\x80-\x9f]")
 
 
 def terminal_safe(text: str, *, colours: bool) -> str:
     """``text`` without control sequences other than colours (none at all unless
     ``colours``) and without other control characters (tabs and newlines stay)."""
-    text = _OSC.sub("", text)
-    text = _CSI.sub(lambda m: m.group(0) if colours and m.group(2) == "m" else "", text)
-    text = _OTHER_ESCAPE.sub("", text)
-    return _CONTROL.sub("", text)
+
+    def keep(match: re.Match) -> str:
+        return match[0] if colours and _SGR.fullmatch(match[0]) else ""
+
+    return _CONTROL.sub("", _ESCAPE.sub(keep, text))
 
 
 def follow(execution: Execution, *, emit: Callable[[str, str], None]) -> Execution:

@@ -14,7 +14,7 @@ import time
 from django.conf import settings
 from django.db import transaction
 
-from hodei.exceptions import InvalidTransition, Unavailable
+from hodei.exceptions import InvalidInput, InvalidTransition, QuotaExceeded, Unavailable
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from hodei.lib.listen import Listener
@@ -39,6 +39,7 @@ def managed_worker_start(
     """Start an agent through ``provider`` and wait (a few seconds at most) until it has
     registered as a Worker. Raises WorkerStartFailed (503), with the row left ``failed``
     and the reason recorded, if it cannot start."""
+    _check_quota(concurrency=concurrency)
     if transaction.get_connection().in_atomic_block:
         # A rollback would forget the row of an agent that keeps running.
         raise RuntimeError("managed_worker_start must not run inside a transaction")
@@ -64,6 +65,21 @@ def managed_worker_start(
         listener.close()
     managed.mark_running(worker=worker, now=clock.now())
     return managed
+
+
+def _check_quota(*, concurrency: int) -> None:
+    limit = settings.HODEI_MAX_MANAGED_CONCURRENCY
+    if concurrency > limit:
+        raise InvalidInput(
+            f"At most {limit} commands at once per managed worker.",
+            fields={"concurrency": [f"At most {limit} (HODEI_MAX_MANAGED_CONCURRENCY)."]},
+        )
+    live = ManagedWorker.objects.filter(status__in=MANAGED_LIVE).count()
+    if live >= settings.HODEI_MAX_MANAGED_WORKERS:
+        raise QuotaExceeded(
+            f"{live} managed workers are live, the most allowed (HODEI_MAX_MANAGED_WORKERS): "
+            "stop one first."
+        )
 
 
 def _wait_for_registration(managed: ManagedWorker, backend, listener: Listener) -> Worker:

@@ -7,6 +7,7 @@ from django.db import connection, models, transaction
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
+from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, ResourceLimits, worker_type_validator
 from workermanager.choices import (
@@ -30,7 +31,7 @@ class Worker(models.Model):
     Its table keeps the name it had when the scheduler app owned it."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200, unique=True, validators=[plain_text])
     type = models.CharField(max_length=64, validators=[worker_type_validator])
     labels = models.JSONField(default=dict, blank=True)
     capacity = models.PositiveIntegerField(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import Count, Min
 
+from orchestrator.models import Job
 from workermanager.choices import LIVE_WORKER_STATUSES, TERMINAL, ExecutionStatus, Isolation
 from workermanager.models import Execution, ExecutionLog, Worker
 
@@ -89,6 +90,30 @@ def queue_by_worker_type() -> list[QueueFigures]:
         .order_by()
     )
     return [QueueFigures(t, n, oldest) for t, n, oldest in rows]
+
+
+OTHER = "other"
+
+
+def known_worker_types(*, limit: int) -> set[str]:
+    """Worker types that mean something here: registered by a worker or set on a job
+    (and "", any type), at most ``limit`` of them. /metrics labels only these: a
+    thousand made-up types in requests must not make a thousand series."""
+    types = {""}
+    types |= set(Worker.objects.values_list("type", flat=True).distinct()[:limit])
+    types |= set(
+        Job.objects.exclude(worker_type="").values_list("worker_type", flat=True).distinct()[:limit]
+    )
+    return set(sorted(types)[:limit])
+
+
+def bounded(rows: dict[str, float], known: set[str]) -> dict[str, float]:
+    """``rows`` by worker type, with every unknown type summed under "other"."""
+    out: dict[str, float] = {}
+    for worker_type, value in rows.items():
+        key = worker_type if worker_type in known else OTHER
+        out[key] = out.get(key, 0) + value
+    return out
 
 
 def running_by_worker_type() -> dict[str, int]:

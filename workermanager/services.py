@@ -220,6 +220,31 @@ def executions_expire_overdue(*, now: datetime | None = None) -> list[Execution]
     return expired
 
 
+@transaction.atomic
+def executions_expire_unclaimed(*, now: datetime | None = None) -> list[Execution]:
+    """queued -> expired: what no worker took within HODEI_QUEUED_EXPIRY_SECONDS of being
+    due (no worker of its type, say, or a worker type nobody runs). It is not left to
+    wait forever, and it says why."""
+    now = now or clock.now()
+    limit = timedelta(seconds=settings.HODEI_QUEUED_EXPIRY_SECONDS)
+    stale = Execution.objects.filter(status=S.QUEUED, available_at__lt=now - limit)
+    expired = []
+    for execution in stale.select_related("job")[:1000]:
+        kind = f"of type {execution.worker_type!r}" if execution.worker_type else ""
+        reason = f"No worker {kind} took it within {_duration(limit)}.".replace("  ", " ")
+        if execution.expire(now=now, reason=reason):
+            _changed(execution)
+            expired.append(execution)
+    return expired
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
 def silence() -> timedelta:
     """How long a worker may go without a heartbeat before it counts as gone."""
     return timedelta(seconds=settings.HODEI_HEARTBEAT_SECONDS * settings.HODEI_MISSED_HEARTBEATS)

@@ -12,12 +12,13 @@ def maintain_workers() -> str:
     """Time out overdue executions of silent workers, reap dead workers (their running
     executions become lost and are retried under the infrastructure budget), and
     reconcile managed workers with their processes."""
-    expired = services.executions_expire_overdue()
+    overdue = services.executions_expire_overdue()
+    unclaimed = services.executions_expire_unclaimed()
     reaped = workers.workers_reap()
     failed = managed.managed_workers_reconcile()
     return (
-        f"expired {len(expired)} execution(s), reaped {len(reaped)} worker(s), "
-        f"{failed} managed worker(s) found dead"
+        f"timed out {len(overdue)} execution(s), expired {len(unclaimed)} unclaimed, "
+        f"reaped {len(reaped)} worker(s), {failed} managed worker(s) found dead"
     )
 
 

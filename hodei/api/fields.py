@@ -2,18 +2,34 @@
 
 import re
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from hodei.lib.validators import plain_text
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Label keys as Kubernetes writes them (an optional prefix/, then letters, digits, "-",
+# "_", "."): no "=", "," or spaces that a k=v list would split on.
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 MAX_MAP_ITEMS = 200
 
 
 class StringMapField(serializers.JSONField):
     """A JSON object of string keys to string values (labels, environment)."""
 
-    def __init__(self, *, key_pattern: re.Pattern | None = None, max_value_length=4096, **kwargs):
+    def __init__(
+        self,
+        *,
+        key_pattern: re.Pattern | None = None,
+        max_value_length=4096,
+        plain_values: bool = False,
+        **kwargs,
+    ):
         self.key_pattern = key_pattern
         self.max_value_length = max_value_length
+        self.plain_values = plain_values
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -34,6 +50,12 @@ class StringMapField(serializers.JSONField):
                 raise serializers.ValidationError(
                     f"Value of {key!r} is longer than {self.max_value_length} characters."
                 )
+            if self.plain_values:
+                try:
+                    plain_text(value)
+                except DjangoValidationError as exc:
+                    message = f"Value of {key!r}: {exc.messages[0]}"
+                    raise serializers.ValidationError(message) from None
         return data
 
 
@@ -52,4 +74,4 @@ def env_field(**kwargs) -> StringMapField:
 
 
 def labels_field(**kwargs) -> StringMapField:
-    return StringMapField(max_value_length=200, **kwargs)
+    return StringMapField(key_pattern=LABEL_KEY, max_value_length=200, plain_values=True, **kwargs)

@@ -11,6 +11,7 @@ from console.metrics import metrics_view
 from console.views import landing_view
 from hodei.api.views import health_view
 
+
 def router() -> SimpleRouter:
     # The seed's paths have no trailing slash.
     return SimpleRouter(trailing_slash=False)

@@ -84,6 +84,7 @@ def test_finished_executions_are_counted_by_status_and_type_with_durations(db):
 
 
 def test_queue_gauges_are_computed_at_scrape_time(db):
+    WorkerFactory(type="gpu")  # a known worker type (others are counted as "other")
     execution_enqueue(command="true", worker_type="gpu")
     execution_enqueue(command="true", worker_type="gpu")
     samples = scrape(client_for("scheduler", UserFactory(is_superuser=True)))

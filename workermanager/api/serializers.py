@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from hodei.api.fields import env_field, labels_field
+from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType, Network
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
 from workermanager.models import Execution, ExecutionLog, ManagedWorker, Worker
@@ -131,6 +132,7 @@ class ManagedWorkerSerializer(serializers.ModelSerializer):
 
 class ManagedWorkerInputSerializer(serializers.Serializer):
     type = serializers.CharField(max_length=64, validators=[worker_type_validator])
+    # The most is HODEI_MAX_MANAGED_CONCURRENCY, checked where workers start.
     concurrency = serializers.IntegerField(required=False, min_value=1, max_value=64, default=1)
     labels = labels_field(required=False)
 
@@ -169,7 +171,9 @@ class WorkerSerializer(serializers.ModelSerializer):
 
 class WorkerInputSerializer(serializers.ModelSerializer):
     labels = labels_field(required=False)
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    name = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, validators=[plain_text]
+    )
 
     class Meta:
         model = Worker

@@ -1,5 +1,6 @@
 """Agents as local processes of this host, each in a session of its own."""
 
+import json
 import os
 import signal
 import socket
@@ -56,7 +57,8 @@ class LocalProcessProvider:
             str(managed.concurrency),
         ]
         if managed.labels:
-            argv += ["--labels", ",".join(f"{k}={v}" for k, v in managed.labels.items())]
+            # Structured, never a k=v string: a value may hold "," or "=".
+            argv += ["--labels-json", json.dumps(managed.labels)]
         log_path = log_dir / f"{managed.name}.log"
         try:
             with open(log_path, "ab") as log_file:

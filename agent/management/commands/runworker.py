@@ -1,3 +1,4 @@
+import json
 import logging
 
 from django.core.management.base import BaseCommand, CommandError
@@ -35,6 +36,21 @@ def refuse_without_sandbox(config: AgentConfig) -> None:
         )
 
 
+def labels_of(options) -> dict[str, str]:
+    labels = parse_labels(options["labels"])
+    if options["labels_json"]:
+        try:
+            given = json.loads(options["labels_json"])
+        except ValueError:
+            raise CommandError("--labels-json must be a JSON object") from None
+        if not isinstance(given, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in given.items()
+        ):
+            raise CommandError("--labels-json must be a JSON object of strings")
+        labels.update(given)
+    return labels
+
+
 class Command(BaseCommand):
     help = (
         "Run a worker agent: register as a Worker, claim queued executions of its type, run "
@@ -46,6 +62,11 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="Stable name; a restart reuses its row.")
         parser.add_argument("--concurrency", type=int, default=1, help="Commands at once.")
         parser.add_argument("--labels", default="", help="k=v,k2=v2")
+        parser.add_argument(
+            "--labels-json",
+            default=None,
+            help='Labels as a JSON object ({"zone": "eu,west"}): values may hold "," or "=".',
+        )
         parser.add_argument("--heartbeat-seconds", type=float, default=None)
         parser.add_argument("--poll-seconds", type=float, default=None)
         parser.add_argument("--shutdown-grace-seconds", type=float, default=None)
@@ -71,7 +92,7 @@ class Command(BaseCommand):
             type=options["type"],
             name=options["name"],
             concurrency=options["concurrency"],
-            labels=parse_labels(options["labels"]),
+            labels=labels_of(options),
             heartbeat_seconds=options["heartbeat_seconds"],
             poll_seconds=options["poll_seconds"],
             shutdown_grace_seconds=options["shutdown_grace_seconds"],
