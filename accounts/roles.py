@@ -15,6 +15,7 @@ OPERATOR_ACTIONS = {
     ("workermanager", "managedworker"): ("add", "change", "view"),
     ("workermanager", "execution"): ("add", "change", "view", "run_job", "run_command"),
     ("workermanager", "executionlog"): ("view",),
+    ("pipelines", "pipelinerun"): ("change", "view"),
 }
 
 

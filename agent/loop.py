@@ -49,6 +49,7 @@ class Run:
     open_fds: set = field(default_factory=set)
     span: object = None  # the execution.run span, when tracing
     outcome: tuple | None = None  # (status, error) once it ended
+    outputs: dict = field(default_factory=dict)  # what it wrote to $HODEI_OUTPUT
 
 
 @dataclass
@@ -330,6 +331,7 @@ class Agent:
                 error=f"Could not start the command: {exc}",
                 log_bytes=0,
                 log_truncated=False,
+                outputs={},
             )
             return
         timeout = assignment.timeout_seconds
@@ -462,6 +464,9 @@ class Agent:
         assignment, code = run.assignment, run.process.returncode
         if run.outcome is None:  # decided once: a report that failed is sent again as is
             run.outcome = self._outcome(run, code)
+            run.outputs, warnings = run.process.outputs()
+            for warning in warnings:
+                run.output.system(f"[hodei] warning: {warning}")
         status, error = run.outcome
         # Every chunk is stored before the outcome: a reader that sees a finished
         # execution has seen all of its output.
@@ -485,6 +490,7 @@ class Agent:
                 error=error,
                 log_bytes=run.output.seen_bytes,
                 log_truncated=run.output.truncated,
+                outputs=run.outputs,
             )
         # Reported: only now may the run be forgotten (a failed report is retried).
         if run.process.pidfd is not None:

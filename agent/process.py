@@ -4,6 +4,7 @@ with isolation "none", as a plain process group of the agent's own user."""
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +25,9 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHE
 # Inside a sandbox the agent's paths and user mean nothing: only the locale and zone pass.
 SANDBOX_INHERITED_ENV = ("LANG", "LC_ALL", "TZ")
 NO_LIMITS = sandbox.Limits()
+OUTPUT_FILE = ".hodei-output"  # in the working directory; $HODEI_OUTPUT names it
+MAX_OUTPUTS_BYTES = 64 * 1024
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -70,6 +74,8 @@ class CommandProcess:
         limits: sandbox.Limits = NO_LIMITS,
     ):
         self.workdir = tempfile.mkdtemp(prefix="hodei-run-", dir=workdir_root)
+        inside = sandbox.SANDBOX_WORKDIR if config.isolation == "sandbox" else self.workdir
+        env = {**env, "HODEI_OUTPUT": os.path.join(inside, OUTPUT_FILE)}
         self.prepared = None
         try:
             self.prepared = sandbox.prepare(
@@ -113,6 +119,34 @@ class CommandProcess:
                 # A negative code is a signal; shells report 128 + signal.
                 self.returncode = code if code >= 0 else 128 - code
         return self.returncode
+
+    def outputs(self) -> tuple[dict[str, str], list[str]]:
+        """What the command wrote to $HODEI_OUTPUT, as KEY=value lines (dotenv, as GitLab
+        reads them): the variables, and a warning for each line it could not read. At
+        most MAX_OUTPUTS_BYTES are read."""
+        path = os.path.join(self.workdir, OUTPUT_FILE)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_OUTPUTS_BYTES + 1)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return {}, []
+        warnings = []
+        if len(data) > MAX_OUTPUTS_BYTES:
+            data = data[:MAX_OUTPUTS_BYTES]
+            warnings.append(
+                f"$HODEI_OUTPUT is longer than {MAX_OUTPUTS_BYTES} bytes; the rest is ignored."
+            )
+        outputs = {}
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, value = line.partition("=")
+            name = name.strip()
+            if not sep or not ENV_NAME.fullmatch(name) or "\x00" in value:
+                warnings.append(f"$HODEI_OUTPUT line {number} is not KEY=value; ignored.")
+                continue
+            outputs[name] = value
+        return outputs, warnings
 
     @property
     def oom_killed(self) -> bool:

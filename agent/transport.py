@@ -86,6 +86,7 @@ class Transport(Protocol):
         error: str,
         log_bytes: int,
         log_truncated: bool,
+        outputs: dict[str, str],
     ) -> bool: ...
 
     def go_offline(self) -> None: ...

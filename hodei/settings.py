@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "agent",
     "orchestrator",
     "workermanager",
+    "pipelines",
     "telemetry",
     "console",
 ]

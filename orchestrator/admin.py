@@ -153,6 +153,10 @@ class JobAdmin(admin.ModelAdmin):
             {"fields": ("command", "type", "worker_type", "labels", "env", "secrets")},
         ),
         (
+            "In its pipeline",
+            {"fields": ("depends_on", "allow_failure")},
+        ),
+        (
             "Limits and retries",
             {
                 "fields": (
@@ -161,9 +165,12 @@ class JobAdmin(admin.ModelAdmin):
                     "retry_delay_seconds",
                     "retry_backoff",
                     "max_lost_retries",
-                    "depends_on",
                 )
             },
+        ),
+        (
+            "Sandbox",
+            {"fields": ("network", "memory_limit_mb", "pids_limit", "cpu_limit")},
         ),
         ("Retention", {"fields": ("retention_days", "retention_count")}),
     )

@@ -27,6 +27,7 @@ JOB_SETTINGS = (
     "max_lost_retries",
     "retention_days",
     "retention_count",
+    "allow_failure",
     "network",
     "memory_limit_mb",
     "pids_limit",
@@ -168,6 +169,11 @@ class Job(ResourceLimits):
     )
     depends_on = models.ManyToManyField(
         "self", symmetrical=False, blank=True, related_name="dependents"
+    )
+    allow_failure = models.BooleanField(
+        default=False,
+        help_text="In a pipeline run, its failure neither fails the run nor skips the jobs "
+        "that depend on it.",
     )
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     created_at = models.DateTimeField(default=clock.now, editable=False)

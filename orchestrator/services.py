@@ -4,6 +4,7 @@ from django.db import transaction
 
 from hodei.exceptions import Conflict, InvalidInput, NotFound
 from hodei.lib import clock, secrets
+from orchestrator import hooks
 from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
 PIPELINE_FIELDS = set(PIPELINE_SETTINGS)
@@ -16,12 +17,14 @@ def pipeline_create(*, name: str, **fields) -> Pipeline:
     return Pipeline.objects.create(name=name, created_at=now, updated_at=now, **fields)
 
 
+@transaction.atomic
 def pipeline_update(*, pipeline: Pipeline, **fields) -> Pipeline:
     _reject_unknown(fields, PIPELINE_FIELDS)
     for name, value in fields.items():
         setattr(pipeline, name, value)
     pipeline.updated_at = clock.now()
     pipeline.save(update_fields=[*fields, "updated_at"])
+    hooks.pipeline_changed.fire(pipeline, changed=set(fields))
     return pipeline
 
 

@@ -78,6 +78,19 @@ METRICS = {
             ("policy",),
         ),
         Metric(
+            "hodei_pipeline_runs_finished_total",
+            "counter",
+            "Pipeline runs that ended, by how.",
+            ("status",),
+        ),
+        Metric(
+            "hodei_pipeline_run_duration_seconds",
+            "histogram",
+            "Run time of finished pipeline runs (first job started to the end).",
+            ("status",),
+            DURATION_BUCKETS,
+        ),
+        Metric(
             "hodei_log_bytes_stored_total",
             "counter",
             "Bytes of command output stored.",

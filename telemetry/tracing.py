@@ -95,3 +95,16 @@ def start_span_in(traceparent: str, name: str, **attributes):
         return None
     parent = _propagator.extract({"traceparent": traceparent})
     return tracer.start_span(name, context=parent, attributes=attributes)
+
+
+def record_span(traceparent: str, name: str, *, start, end, **attributes) -> None:
+    """A span of the past (``start`` to ``end``, aware datetimes) in the trace that
+    ``traceparent`` names, or nothing when not tracing: a pipeline run's whole life,
+    recorded when it ends."""
+    if not traceparent or end is None:
+        return
+    parent = _propagator.extract({"traceparent": traceparent})
+    span = tracer.start_span(
+        name, context=parent, attributes=attributes, start_time=int(start.timestamp() * 1e9)
+    )
+    span.end(end_time=int(end.timestamp() * 1e9))

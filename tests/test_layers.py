@@ -19,6 +19,7 @@ LAYERS = [
     {"orchestrator"},  # pipeline and job definitions
     {"workermanager"},  # workers, executions, logs, the agent protocol
     {"agent"},  # the worker agent
+    {"pipelines"},  # pipeline runs: DAGs of executions
     {"scheduler"},  # schedules
     {"console"},  # dashboard, scrape-time gauges, /metrics, landing page
 ]

@@ -105,9 +105,11 @@ def agent_settle(
     error: str,
     log_bytes: int,
     log_truncated: bool,
+    outputs: dict[str, str] | None = None,
 ) -> bool:
-    """Record how a run of ``worker`` ended. False when it had been settled meanwhile (a
-    late report after the execution was declared lost changes nothing)."""
+    """Record how a run of ``worker`` ended (and what it output for the jobs after it).
+    False when it had been settled meanwhile (a late report after the execution was
+    declared lost changes nothing)."""
     execution = Execution.objects.select_related("job").filter(pk=execution_id).first()
     if execution is None or execution.worker_id != worker.pk:
         raise PermissionError("Not this worker's execution.")
@@ -119,6 +121,7 @@ def agent_settle(
         error=error,
         log_bytes=log_bytes,
         log_truncated=log_truncated,
+        outputs=outputs or {},
     )
 
 

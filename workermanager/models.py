@@ -254,6 +254,19 @@ class Execution(ResourceLimits):
     trace_parent = models.CharField(
         max_length=64, blank=True, default="", help_text="W3C traceparent of the enqueue span."
     )
+    pipeline_run = models.ForeignKey(
+        "pipelines.PipelineRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+        help_text="The pipeline run it is a job of.",
+    )
+    outputs = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="KEY=value lines its command wrote to $HODEI_OUTPUT, for the jobs after it.",
+    )
     own_command = models.BooleanField(
         default=False,
         help_text="Its command was written by whoever queued it (ad hoc, or overriding the "
@@ -295,6 +308,11 @@ class Execution(ResourceLimits):
             models.Index(fields=["type", "-id"], name="execution_type_idx"),
             models.Index(fields=["trigger", "-id"], name="execution_trigger_idx"),
             models.Index(fields=["worker_type", "-id"], name="execution_worker_type_idx"),
+            models.Index(
+                fields=["pipeline_run", "job", "-id"],
+                condition=models.Q(pipeline_run__isnull=False),
+                name="execution_run_job_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -378,6 +396,7 @@ class Execution(ResourceLimits):
         error: str = "",
         log_bytes: int | None = None,
         log_truncated: bool | None = None,
+        outputs: dict[str, str] | None = None,
     ) -> bool:
         """running -> how it ended (one of WORKER_OUTCOMES). With ``worker``, only if that
         worker holds it. Returns False, changing nothing, when the execution was settled
@@ -391,6 +410,8 @@ class Execution(ResourceLimits):
             fields["log_bytes"] = log_bytes
         if log_truncated is not None:
             fields["log_truncated"] = log_truncated
+        if outputs:
+            fields["outputs"] = outputs
         by_worker = {"worker": worker} if worker is not None else {}
         return self._transition(status, only_if=by_worker, **fields)
 
@@ -398,9 +419,9 @@ class Execution(ResourceLimits):
         """running -> lost: its worker stopped heartbeating."""
         return self._transition(S.LOST, error=reason[:2000], finished_at=now)
 
-    def release(self) -> bool:
-        """pending -> queued: its upstream jobs are done."""
-        return self._transition(S.QUEUED, available_at=clock.now())
+    def release(self, *, env: dict) -> bool:
+        """pending -> queued: its upstream jobs are done (``env``: with their outputs)."""
+        return self._transition(S.QUEUED, available_at=clock.now(), env=env)
 
     def skip(self, *, now: datetime, reason: str) -> bool:
         """pending -> skipped: an upstream job failed."""

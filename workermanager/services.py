@@ -40,6 +40,8 @@ def execution_enqueue(
     cpu_limit: float | None = None,
     with_secrets: bool = True,
     trigger: str = Trigger.API,
+    pipeline_run=None,
+    pending: bool = False,
     schedule=None,
     scheduled_for: datetime | None = None,
     retry_of: Execution | None = None,
@@ -50,7 +52,8 @@ def execution_enqueue(
 
     A command given for a job overrides the job's: that execution receives the job's
     secret variables only ``with_secrets`` (the caller decides who may: see
-    accounts.permissions)."""
+    accounts.permissions). A job of a ``pipeline_run`` starts ``pending`` when it must
+    wait for others (it is released by execution_release)."""
     if job is None and not command:
         raise InvalidInput(
             "Nothing to run: give a job_id or a command.",
@@ -74,6 +77,8 @@ def execution_enqueue(
             env={**(job.env if job else {}), **(env or {})},
             own_command=command is not None and (job is None or command != job.command),
             trigger=trigger,
+            pipeline_run=pipeline_run,
+            status=S.PENDING if pending else S.QUEUED,
             schedule=schedule,
             scheduled_for=scheduled_for,
             created_at=now,
@@ -83,7 +88,7 @@ def execution_enqueue(
         execution.trace_id, execution.trace_parent = tracing.current_ids()
         if retry_of is not None:
             _continue_budgets(execution, retry_of=retry_of, trigger=trigger)
-        if not execution.command.strip():
+        if not execution.command.strip() and not pending:
             # Nothing to run (an empty build, as in Jenkins): done without a worker.
             execution.status, execution.exit_code = S.SUCCEEDED, 0
             execution.started_at = execution.finished_at = now
@@ -137,6 +142,7 @@ def execution_settle(
     error: str = "",
     log_bytes: int | None = None,
     log_truncated: bool | None = None,
+    outputs: dict[str, str] | None = None,
 ) -> bool:
     """Record how a run ended (one of ``WORKER_OUTCOMES``), as its worker reports it (or
     the control plane, with ``worker=None``), then apply the job's retry policy.
@@ -154,6 +160,7 @@ def execution_settle(
             error=error,
             log_bytes=log_bytes,
             log_truncated=log_truncated,
+            outputs=outputs,
         )
         if settled:
             _ended(execution)
@@ -173,11 +180,18 @@ def execution_cancel(*, execution: Execution) -> Execution:
 
 
 @transaction.atomic
-def execution_release(*, execution: Execution) -> bool:
-    """pending -> queued (a pipeline run's job whose upstream jobs are done)."""
-    if not execution.release():
+def execution_release(*, execution: Execution, env: dict | None = None) -> bool:
+    """pending -> queued (a pipeline run's job whose upstream jobs are done), with
+    ``env`` added to its variables (what those jobs output). An empty command succeeds
+    at once, as a queued one does."""
+    if not execution.release(env={**execution.env, **(env or {})}):
         return False
-    notify_queued(execution.worker_type)
+    if not execution.command.strip():
+        now = clock.now()
+        execution._transition(S.RUNNING, worker=None, started_at=now)
+        execution.settle(status=S.SUCCEEDED, exit_code=0, now=now)
+    else:
+        notify_queued(execution.worker_type)
     _changed(execution)
     return True
 
@@ -303,6 +317,7 @@ def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execu
                 job=execution.job,
                 env=execution.env,
                 with_secrets=execution.with_secrets,
+                pipeline_run=execution.pipeline_run,
                 **{name: getattr(execution, name) for name in RUN_SETTINGS},
                 trigger=trigger,
                 retry_of=execution,
@@ -320,7 +335,7 @@ def _changed(execution: Execution) -> None:
         metrics.execution_claimed(execution)
     elif execution.status in TERMINAL:
         metrics.execution_finished(execution)
-    hooks.execution_changed(execution)
+    hooks.execution_changed.fire(execution)
 
 
 def _mirror_status_to_job(execution: Execution) -> None:

@@ -64,3 +64,25 @@ def _find_problem(value, depth: int = 0) -> str | None:
         if found:
             return found
     return None
+
+
+class YAMLParser(DRFJSONParser):
+    """Pipeline definitions in YAML (``Content-Type: application/yaml``), read with
+    yaml.safe_load (no object construction), with the JSON parser's checks."""
+
+    media_type = "application/yaml"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        import yaml
+
+        raw = stream.read() if stream is not None else b""
+        try:
+            data = yaml.safe_load(raw)
+            problem = _find_problem(data)
+        except RecursionError as exc:
+            raise ParseError("YAML parse error - nesting too deep.") from exc
+        except yaml.YAMLError as exc:
+            raise ParseError(f"YAML parse error - {exc}") from exc
+        if problem:
+            raise ParseError(f"YAML parse error - {problem}.")
+        return data

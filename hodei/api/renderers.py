@@ -15,3 +15,18 @@ class PlainTextRenderer(BaseRenderer):
         if isinstance(data, str | bytes):
             return data
         return json.dumps(data)
+
+
+class YAMLRenderer(BaseRenderer):
+    """``Accept: application/yaml`` (pipeline definitions)."""
+
+    media_type = "application/yaml"
+    format = "yaml"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        import yaml
+
+        if isinstance(data, str | bytes):
+            return data
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("", include("orchestrator.api.urls")),
+    path("", include("pipelines.api.urls")),
 ]

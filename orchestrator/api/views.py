@@ -1,10 +1,15 @@
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
+from hodei.api.parsers import JSONParser, YAMLParser
+from hodei.api.renderers import YAMLRenderer
 from hodei.api.views import cascade_requested, validated
-from orchestrator import services
+from orchestrator import definitions, services
 from orchestrator.api.filters import JobFilter, PipelineFilter
 from orchestrator.api.serializers import (
     JobInputSerializer,
@@ -14,6 +19,38 @@ from orchestrator.api.serializers import (
     PipelineSerializer,
 )
 from orchestrator.models import Job, Pipeline
+
+DRY_RUN_PARAMETER = OpenApiParameter(
+    "dry_run", bool, description="Validate and say what would change; change nothing."
+)
+
+
+class ApplyResultSerializer(serializers.Serializer):
+    pipeline_id = serializers.UUIDField(allow_null=True)
+    dry_run = serializers.BooleanField()
+    created = serializers.BooleanField()
+    pipeline_changes = serializers.ListField(child=serializers.CharField())
+    added = serializers.ListField(child=serializers.CharField())
+    changed = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    removed = serializers.ListField(child=serializers.CharField())
+
+
+def _apply(request, *, pipeline) -> Response:
+    if not isinstance(request.data, dict):
+        raise ValidationError({"document": ["A pipeline document is a mapping."]})
+    dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true")
+    if dry_run:
+        target = pipeline or Pipeline.objects.filter(name=request.data.get("name")).first()
+        result = definitions.plan(request.data, pipeline=target)
+    else:
+        result = definitions.apply(request.data, pipeline=pipeline)
+    body = {
+        **result.summary(),
+        "pipeline_id": result.pipeline.pk if result.pipeline else None,
+        "dry_run": dry_run,
+    }
+    return Response(ApplyResultSerializer(body).data)
+
 
 CASCADE_PARAMETER = OpenApiParameter(
     "cascade",
@@ -52,6 +89,48 @@ class PipelineViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         )
         pipeline = services.pipeline_update(pipeline=pipeline, **data)
         return Response(PipelineSerializer(pipeline).data)
+
+    @extend_schema(
+        methods=["GET"],
+        responses={200: OpenApiTypes.OBJECT},
+        description="The pipeline as a document (pipelines as code): YAML for "
+        "`Accept: application/yaml`, JSON otherwise. Secret variables appear by name only.",
+    )
+    @extend_schema(
+        methods=["PUT"],
+        request=OpenApiTypes.OBJECT,
+        parameters=[DRY_RUN_PARAMETER],
+        responses={200: ApplyResultSerializer},
+        description="Apply a document (YAML or JSON) to this pipeline, atomically: jobs "
+        "matched by name are changed, others added or removed; unchanged jobs keep their "
+        "ids. Every problem is a 400 naming the job and field.",
+    )
+    @action(
+        detail=True,
+        methods=["get", "put"],
+        parser_classes=[JSONParser, YAMLParser],
+        renderer_classes=[*api_settings.DEFAULT_RENDERER_CLASSES, YAMLRenderer],
+    )
+    def definition(self, request, pk=None):
+        pipeline = self.get_object()
+        if request.method == "GET":
+            return Response(definitions.export(pipeline))
+        return _apply(request, pipeline=pipeline)
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        parameters=[DRY_RUN_PARAMETER],
+        responses={200: ApplyResultSerializer},
+        description="Create or update the pipeline a document names (by name), atomically.",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        parser_classes=[JSONParser, YAMLParser],
+        url_path="apply",
+    )
+    def apply(self, request):
+        return _apply(request, pipeline=None)
 
     @extend_schema(parameters=[CASCADE_PARAMETER])
     def destroy(self, request, pk=None):

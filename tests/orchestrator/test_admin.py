@@ -341,3 +341,13 @@ def test_deleting_a_job_in_the_admin_lists_what_goes_and_keeps_its_history(opera
     assert not Job.objects.filter(pk=job.pk).exists()
     execution.refresh_from_db()
     assert execution.job_id is None
+
+
+def test_every_job_setting_is_on_the_job_page():
+    # Declared once (JOB_SETTINGS): a field missing from the page could not be set.
+    from orchestrator.admin import JobAdmin
+    from orchestrator.models import JOB_SETTINGS
+
+    shown = {f for _, options in JobAdmin.fieldsets for f in options["fields"]}
+    assert set(JOB_SETTINGS) - {"secret_env"} <= shown
+    assert "secrets" in shown  # secret_env, write-only

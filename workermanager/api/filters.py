@@ -11,6 +11,7 @@ class ExecutionFilter(filters.FilterSet):
     pipeline_id = filters.UUIDFilter(field_name="job__pipeline_id")
     worker_id = filters.UUIDFilter(field_name="worker_id")
     schedule_id = filters.UUIDFilter(field_name="schedule_id")
+    pipeline_run_id = filters.UUIDFilter(field_name="pipeline_run_id")
     type = filters.ChoiceFilter(choices=CommandType.choices)
     worker_type = filters.CharFilter(max_length=64)
     trigger = filters.ChoiceFilter(choices=Trigger.choices)
@@ -23,6 +24,7 @@ class ExecutionFilter(filters.FilterSet):
             "pipeline_id",
             "worker_id",
             "schedule_id",
+            "pipeline_run_id",
             "type",
             "worker_type",
             "trigger",

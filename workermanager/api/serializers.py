@@ -13,6 +13,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
     worker_id = serializers.UUIDField(read_only=True)
     retry_of = serializers.UUIDField(source="retry_of_id", read_only=True)
     schedule_id = serializers.UUIDField(read_only=True)
+    pipeline_run_id = serializers.UUIDField(read_only=True, allow_null=True)
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
 
     class Meta:
@@ -38,6 +39,8 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "trigger",
             "schedule_id",
             "scheduled_for",
+            "pipeline_run_id",
+            "outputs",
             "created_at",
             "started_at",
             "finished_at",

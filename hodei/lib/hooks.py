@@ -1,0 +1,23 @@
+"""Hooks: how a lower layer tells higher ones that something happened, without importing
+them (README, "Layout"). The lower layer declares a hook and fires it; a higher layer
+registers a listener in its ``AppConfig.ready()``. Listeners run synchronously, in the
+transaction of the change and after it, so what they write commits (or rolls back) with
+it; one that raises rolls the change back: keep them short and deterministic."""
+
+from collections.abc import Callable
+
+
+class Hook:
+    def __init__(self, name: str):
+        self.name = name
+        self._listeners: list[Callable] = []
+
+    def connect(self, listener: Callable) -> Callable:
+        """Register ``listener``; registering the same one twice is harmless."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        return listener
+
+    def fire(self, *args, **kwargs) -> None:
+        for listener in self._listeners:
+            listener(*args, **kwargs)

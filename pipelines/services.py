@@ -1,0 +1,349 @@
+"""Pipeline runs: start, advance, cancel, retry.
+
+A run's jobs are executions of the run: the ones that need nothing start queued, the rest
+pending. Whenever one of them changes (the worker manager's ``execution_changed`` hook,
+in the same transaction), the run advances: pending jobs whose needs all succeeded (or
+failed but ``allow_failure``) are released with their needs' outputs, pending jobs with
+a need that failed are skipped, and a run with nothing left to run finishes.
+
+Exactly once: advancing locks the run's row, so two parents finishing at the same moment
+on two agents advance one after the other, and releasing is a conditional UPDATE
+(pending -> queued) that only one can win. Every path takes the locks in the same order
+(an execution's row, then its run's): no deadlock between a settle and a cancel."""
+
+import threading
+from collections import defaultdict
+from datetime import datetime
+
+from django.db import transaction
+
+from hodei.exceptions import Conflict, InvalidInput
+from hodei.lib import clock
+from orchestrator.choices import PipelineStatus
+from orchestrator.models import Job, Pipeline
+from pipelines.choices import JOB_STATE_OF, RETRIED_JOB, JobState, RunStatus, RunTrigger
+from pipelines.models import PipelineRun
+from telemetry import metrics, tracing
+from workermanager import services as executions
+from workermanager.choices import Trigger
+from workermanager.models import Execution
+
+R, J = RunStatus, JobState
+# Runs being advanced by this thread: an advance releases executions, whose changes come
+# back through the hook; the outer advance goes on until nothing changes.
+_advancing = threading.local()
+
+
+@transaction.atomic
+def pipeline_run_start(
+    *,
+    pipeline: Pipeline,
+    jobs: list[Job] | None = None,
+    env: dict | None = None,
+    trigger: str = RunTrigger.API,
+    schedule=None,
+    scheduled_for: datetime | None = None,
+) -> PipelineRun:
+    """Run the pipeline's jobs (or ``jobs`` and every job they need) in dependency order,
+    in parallel where they can. An archived pipeline is refused (409); a paused one's run
+    waits until the pipeline is active again."""
+    if pipeline.status == PipelineStatus.ARCHIVED:
+        raise Conflict(f"Pipeline {pipeline} is archived: it cannot run. Make it active first.")
+    graph = _graph(pipeline)
+    chosen = _with_needs(graph, {str(j.pk) for j in jobs}) if jobs else set(graph)
+    if jobs and any(j.pipeline_id != pipeline.pk for j in jobs):
+        raise InvalidInput(
+            "Jobs of another pipeline.", fields={"jobs": ["Every job must be of this pipeline."]}
+        )
+    graph = {job: sorted(set(needs) & chosen) for job, needs in graph.items() if job in chosen}
+    now = clock.now()
+    with tracing.tracer.start_as_current_span("pipeline_run.start") as span:
+        run = PipelineRun(
+            pipeline=pipeline,
+            trigger=trigger,
+            env=env or {},
+            graph=graph,
+            allow_failure=[
+                str(pk)
+                for pk in pipeline.jobs.filter(allow_failure=True).values_list("pk", flat=True)
+                if str(pk) in chosen
+            ],
+            schedule=schedule,
+            scheduled_for=scheduled_for,
+            created_at=now,
+        )
+        run.trace_id, run.trace_parent = tracing.current_ids()
+        run.save(force_insert=True)
+        span.set_attribute("hodei.pipeline_run_id", str(run.id))
+        paused = pipeline.status == PipelineStatus.PAUSED
+        for job in Job.objects.filter(pk__in=chosen).order_by("pk"):
+            waits = bool(graph[str(job.pk)]) or paused
+            executions.execution_enqueue(
+                job=job,
+                env=run.env,
+                trigger=Trigger.PIPELINE,
+                pipeline_run=run,
+                pending=waits,
+            )
+        _advance(run)
+    return run
+
+
+def _graph(pipeline: Pipeline) -> dict[str, list[str]]:
+    """Every job of the pipeline -> the jobs it needs (depends_on)."""
+    graph: dict[str, list[str]] = {str(pk): [] for pk in pipeline.jobs.values_list("pk", flat=True)}
+    edges = Job.depends_on.through.objects.filter(from_job__pipeline=pipeline)
+    for job_id, need_id in edges.values_list("from_job_id", "to_job_id"):
+        graph[str(job_id)].append(str(need_id))
+    return graph
+
+
+def _with_needs(graph: dict[str, list[str]], chosen: set[str]) -> set[str]:
+    todo, seen = list(chosen), set(chosen)
+    while todo:
+        for need in graph.get(todo.pop(), ()):
+            if need not in seen:
+                seen.add(need)
+                todo.append(need)
+    return seen
+
+
+def on_execution_changed(execution: Execution) -> None:
+    """The worker manager's hook: one of a run's executions changed; advance the run."""
+    if execution.pipeline_run_id is None:
+        return
+    if execution.pipeline_run_id in getattr(_advancing, "runs", set()):
+        return  # the outer advance of this run goes on until nothing changes
+    # Locked: advances of one run are serialised (exactly-once release of a child).
+    run = PipelineRun.objects.select_for_update().filter(pk=execution.pipeline_run_id).first()
+    if run is not None:
+        _advance(run, changed=execution)
+
+
+def on_pipeline_changed(pipeline: Pipeline, *, changed: set) -> None:
+    """The orchestrator's hook: a pipeline made active again lets its runs go on."""
+    if "status" not in changed or pipeline.status != PipelineStatus.ACTIVE:
+        return
+    for run in PipelineRun.objects.select_for_update().filter(
+        pipeline=pipeline, status__in=(R.QUEUED, R.RUNNING)
+    ):
+        _advance(run)
+
+
+def _advance(run: PipelineRun, *, changed: Execution | None = None) -> None:
+    runs = _advancing.__dict__.setdefault("runs", set())
+    runs.add(run.pk)
+    try:
+        if run.status in (R.SUCCEEDED, R.FAILED, R.CANCELLED):
+            return
+        if changed is not None and changed.status == "running":
+            run.start(now=changed.started_at or clock.now())
+            return  # a start releases nothing and finishes nothing
+        if changed is not None and changed.job_id is not None:
+            # Only what needs the job that changed can move (a run of a thousand jobs
+            # looks at a handful per change, not at all of them).
+            candidates = _dependants(run).get(str(changed.job_id), [])
+        else:
+            candidates = list(run.graph)
+        _release_or_skip(run, candidates)
+        _finish_if_done(run)
+    finally:
+        runs.discard(run.pk)
+
+
+def nodes(run: PipelineRun) -> dict[str, Execution]:
+    """Each job of the run -> its latest attempt."""
+    return _latest(run, list(run.graph))
+
+
+def state_of(execution: Execution) -> str:
+    return JOB_STATE_OF[execution.status]
+
+
+_dependants_cache: dict = {}
+
+
+def _dependants(run: PipelineRun) -> dict[str, list[str]]:
+    """job -> the jobs of the run that need it (the graph never changes during a run)."""
+    cached = _dependants_cache.get(run.pk)
+    if cached is None:
+        cached = defaultdict(list)
+        for job, needs in run.graph.items():
+            for need in needs:
+                cached[need].append(job)
+        if len(_dependants_cache) > 1000:
+            _dependants_cache.clear()
+        _dependants_cache[run.pk] = cached
+    return cached
+
+
+def _latest(run: PipelineRun, job_ids) -> dict[str, Execution]:
+    """The latest attempt of each of ``job_ids`` in the run."""
+    latest: dict[str, Execution] = {}
+    rows = run.executions.filter(job_id__in=list(job_ids)).select_related("job").order_by("id")
+    for execution in rows:
+        latest[str(execution.job_id)] = execution
+    return latest
+
+
+def _release_or_skip(run: PipelineRun, candidates: list[str]) -> None:
+    """Release each pending candidate whose needs all succeeded (or may fail), with their
+    outputs; skip one with a need that did not succeed, and then what needs it."""
+    pipeline_status = (
+        Pipeline.objects.filter(pk=run.pipeline_id).values_list("status", flat=True).first()
+    )
+    allowed = set(run.allow_failure)
+    todo = list(dict.fromkeys(candidates))
+    while todo:
+        latest = _latest(run, {*todo, *(n for job in todo for n in run.graph.get(job, []))})
+        skipped = []
+        for job_id in todo:
+            execution = latest.get(job_id)
+            if execution is None or state_of(execution) != J.PENDING:
+                continue
+            needs = [latest[n] for n in run.graph.get(job_id, []) if n in latest]
+            blocking = [
+                n
+                for n in needs
+                if state_of(n) in (J.SKIPPED, J.CANCELLED)
+                or (state_of(n) == J.FAILED and str(n.job_id) not in allowed)
+            ]
+            if blocking:
+                names = ", ".join(str(n.job) for n in blocking)
+                reason = f"Skipped: a job it needs did not succeed ({names})."
+                if executions.execution_skip(execution=execution, reason=reason):
+                    skipped.append(job_id)
+            elif pipeline_status == PipelineStatus.ACTIVE and all(
+                state_of(n) in (J.SUCCEEDED, J.FAILED) for n in needs
+            ):
+                outputs: dict[str, str] = {}
+                for need in needs:
+                    outputs.update(need.outputs)
+                executions.execution_release(execution=execution, env=outputs)
+        todo = [child for job in skipped for child in _dependants(run).get(job, [])]
+
+
+def _finish_if_done(run: PipelineRun) -> None:
+    if run.executions.filter(status__in=("pending", "queued", "running")).exists():
+        return
+    states = {job_id: state_of(e) for job_id, e in nodes(run).items()}
+    allowed = set(run.allow_failure)
+    failed = any(
+        state in (J.SKIPPED, J.CANCELLED) or (state == J.FAILED and job_id not in allowed)
+        for job_id, state in states.items()
+    )
+    status = R.CANCELLED if run.cancel_requested else (R.FAILED if failed else R.SUCCEEDED)
+    run.finish(status=status, now=clock.now())
+    _finished(run)
+
+
+def _finished(run: PipelineRun) -> None:
+    metrics.inc("hodei_pipeline_runs_finished_total", status=run.status)
+    if run.duration_ms is not None:
+        seconds = run.duration_ms / 1000
+        metrics.observe("hodei_pipeline_run_duration_seconds", seconds, status=run.status)
+    tracing.record_span(
+        run.trace_parent,
+        "pipeline_run",
+        start=run.started_at or run.created_at,
+        end=run.finished_at,
+        **{"hodei.status": run.status, "hodei.pipeline_run_id": str(run.id)},
+    )
+
+
+@transaction.atomic
+def pipeline_run_cancel(*, run: PipelineRun) -> PipelineRun:
+    """Cancel: pending and queued jobs end cancelled, running ones are killed as an
+    execution cancel does; the run is cancelled. 409 once it has finished."""
+    if run.status not in (R.QUEUED, R.RUNNING):
+        run.refresh_from_db()
+        raise Conflict(f"The run is already {run.status}; it cannot be cancelled.")
+    runs = _advancing.__dict__.setdefault("runs", set())
+    runs.add(run.pk)
+    try:
+        # Executions first, then the run: the order every settle takes its locks in.
+        for execution in run.executions.filter(status__in=("pending", "queued", "running")):
+            try:
+                executions.execution_cancel(execution=execution)
+            except Conflict:
+                pass  # finished meanwhile
+        run = PipelineRun.objects.select_for_update().get(pk=run.pk)
+        if run.status in (R.QUEUED, R.RUNNING):
+            run.cancel(now=clock.now())
+            _finished(run)
+    finally:
+        runs.discard(run.pk)
+    return run
+
+
+@transaction.atomic
+def pipeline_run_retry(*, run: PipelineRun) -> PipelineRun:
+    """Run a finished run's failed, cancelled and skipped jobs again, in the same run,
+    keeping what succeeded ("retry failed jobs", as in GitLab). 409 otherwise."""
+    run = PipelineRun.objects.select_for_update().get(pk=run.pk)
+    latest = nodes(run)
+    again = [e for e in latest.values() if state_of(e) in RETRIED_JOB]
+    if not again or run.status not in (R.FAILED, R.CANCELLED):
+        raise Conflict(
+            f"The run is {run.status}: only a failed or cancelled run, with jobs to run again, "
+            "can be retried."
+        )
+    run.reopen()
+    runs = _advancing.__dict__.setdefault("runs", set())
+    runs.add(run.pk)
+    try:
+        for execution in again:
+            executions.execution_enqueue(
+                job=execution.job,
+                env=run.env,
+                trigger=Trigger.RETRY,
+                pipeline_run=run,
+                pending=True,
+                retry_of=execution if execution.status != "skipped" else None,
+            )
+    finally:
+        runs.discard(run.pk)
+    _advance(run)
+    return run
+
+
+def run_jobs(run: PipelineRun) -> list[dict]:
+    """Every job of the run with its state, latest attempt and times (the API's and the
+    admin's view of a run)."""
+    latest = nodes(run)
+    jobs = {str(j.pk): j for j in Job.objects.filter(pk__in=list(run.graph))}
+    out = []
+    for job_id in _topological(run.graph):
+        execution = latest.get(job_id)
+        job = jobs.get(job_id)
+        out.append(
+            {
+                "job_id": job_id,
+                "name": job.name if job else "(deleted)",
+                "needs": run.graph[job_id],
+                "allow_failure": job_id in run.allow_failure,
+                "state": state_of(execution) if execution else J.PENDING,
+                "execution": execution,
+            }
+        )
+    return out
+
+
+def _topological(graph: dict[str, list[str]]) -> list[str]:
+    """Jobs in an order where each comes after what it needs (ties: by id)."""
+    dependants = defaultdict(list)
+    remaining = {job: len(needs) for job, needs in graph.items()}
+    for job, needs in graph.items():
+        for need in needs:
+            dependants[need].append(job)
+    ready = sorted(job for job, count in remaining.items() if count == 0)
+    order = []
+    while ready:
+        job = ready.pop(0)
+        order.append(job)
+        for child in sorted(dependants[job]):
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+        ready.sort()
+    return order + sorted(set(graph) - set(order))
