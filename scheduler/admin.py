@@ -25,6 +25,7 @@ class ScheduleForm(forms.ModelForm):
         model = Schedule
         fields = [
             "job",
+            "pipeline",
             "name",
             "cron",
             "timezone",
@@ -50,8 +51,12 @@ class ScheduleForm(forms.ModelForm):
         runs = (
             (adding and data.get("enabled"))
             or (not adding and "enabled" in self.changed_data and data.get("enabled"))
-            or (not adding and "job" in self.changed_data)
+            or (not adding and {"job", "pipeline"} & set(self.changed_data))
         )
+        if bool(data.get("job")) == bool(data.get("pipeline")):
+            message = "Give exactly one of a job and a pipeline."
+            self.add_error("job", message)
+            self.add_error("pipeline", message)
         if runs and self.user is not None:
             # Creating, enabling or re-pointing a schedule makes commands run: the API's
             # rule (accounts.permissions), not a second one.
@@ -94,6 +99,7 @@ class LatestFiresFormSet(forms.BaseInlineFormSet):
 OUTCOME_TEXT = {
     FireOutcome.FIRED: "fired",
     FireOutcome.SKIPPED_OVERLAP: "skipped: previous run still active",
+    FireOutcome.SKIPPED_PAUSED: "skipped: its pipeline is paused",
     FireOutcome.REPLACED: "fired, replacing the previous run",
     FireOutcome.MISSED: "missed while no scheduler ran",
     FireOutcome.CAUGHT_UP: "covered by a catch-up run",
@@ -104,6 +110,7 @@ class ScheduleFireInline(admin.TabularInline):
     model = ScheduleFire
     formset = LatestFiresFormSet
     fields = ("slot", "what_happened", "execution_link", "lag", "kind", "detail")
+    # (execution_link shows a pipeline slot's run)
     readonly_fields = fields
     can_delete = False
     extra = 0
@@ -113,7 +120,7 @@ class ScheduleFireInline(admin.TabularInline):
     verbose_name_plural = f"History (latest {HISTORY_ROWS} slots)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("execution", "schedule")
+        return super().get_queryset(request).select_related("execution", "pipeline_run", "schedule")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -126,8 +133,16 @@ class ScheduleFireInline(admin.TabularInline):
     def what_happened(self, obj):
         return OUTCOME_TEXT.get(obj.outcome, obj.outcome) if obj.pk else ""
 
-    @admin.display(description="execution")
+    @admin.display(description="execution or run")
     def execution_link(self, obj):
+        if obj.pipeline_run_id:
+            url = reverse("admin:pipelines_pipelinerun_change", args=[obj.pipeline_run_id])
+            return format_html(
+                '<a href="{}">run {}</a> {}',
+                url,
+                str(obj.pipeline_run_id)[:13],
+                status_pill(obj.pipeline_run.status),
+            )
         if not obj.execution_id:
             return "–"
         url = reverse("admin:workermanager_execution_change", args=[obj.execution_id])
@@ -152,7 +167,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     form = ScheduleForm
     list_display = (
         "__str__",
-        "job",
+        "runs",
         "when",
         "status_badge",
         "next_run",
@@ -160,9 +175,9 @@ class ScheduleAdmin(admin.ModelAdmin):
         "overlap_policy",
     )
     list_filter = ("status", "overlap_policy", "misfire_policy")
-    list_select_related = ("job",)
-    search_fields = ("name", "cron", "job__name")
-    raw_id_fields = ("job",)
+    list_select_related = ("job", "pipeline")
+    search_fields = ("name", "cron", "job__name", "pipeline__name")
+    raw_id_fields = ("job", "pipeline")
     actions = ("enable_selected", "pause_selected", "run_now")
     inlines = [ScheduleFireInline]
     readonly_fields = ("status_badge", "last_run", "next_run")
@@ -171,6 +186,12 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return status_pill(obj.status)
+
+    @admin.display(description="runs")
+    def runs(self, obj):
+        if obj.pipeline_id:
+            return format_html("pipeline {}", obj.pipeline)
+        return format_html("job {}", obj.job)
 
     @admin.display(description="when")
     def when(self, obj):
@@ -274,6 +295,9 @@ class ScheduleAdmin(admin.ModelAdmin):
             raise Http404
         schedule = get_object_or_404(Schedule, pk=schedule_id)
         fire = services.schedule_run_now(schedule=schedule)
+        if fire is not None and fire.pipeline_run_id:
+            self.message_user(request, f"{schedule}: pipeline run started.", messages.SUCCESS)
+            return redirect("admin:pipelines_pipelinerun_change", fire.pipeline_run_id)
         if fire is not None and fire.execution_id:
             self.message_user(request, f"{schedule}: run queued.", messages.SUCCESS)
             return redirect("admin:workermanager_execution_change", fire.execution_id)
@@ -307,7 +331,15 @@ class ScheduleAdmin(admin.ModelAdmin):
     def run_now(self, request, queryset):
         for schedule in queryset:
             fire = services.schedule_run_now(schedule=schedule)
-            if fire and fire.execution_id:
+            if fire and fire.pipeline_run_id:
+                url = reverse("admin:pipelines_pipelinerun_change", args=[fire.pipeline_run_id])
+                self.message_user(
+                    request,
+                    format_html(
+                        '{}: started run <a href="{}">{}</a>', schedule, url, fire.pipeline_run_id
+                    ),
+                )
+            elif fire and fire.execution_id:
                 url = reverse("admin:workermanager_execution_change", args=[fire.execution_id])
                 self.message_user(
                     request,

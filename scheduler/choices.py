@@ -21,8 +21,9 @@ class MisfirePolicy(models.TextChoices):
 class FireOutcome(models.TextChoices):
     """What became of one schedule slot."""
 
-    FIRED = "fired"  # an execution was queued for it
+    FIRED = "fired"  # an execution (or a pipeline run) was queued for it
     SKIPPED_OVERLAP = "skipped_overlap"  # forbid: the previous run was still active
+    SKIPPED_PAUSED = "skipped_paused"  # its pipeline is paused (or archived)
     REPLACED = "replaced"  # replace: the previous run was cancelled for this one
     MISSED = "missed"  # the scheduler was down at the time; misfire policy skip
     CAUGHT_UP = "caught_up"  # missed slots covered by one run_once catch-up execution

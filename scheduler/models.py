@@ -12,10 +12,25 @@ St = ScheduleStatus
 
 
 class Schedule(models.Model):
-    """When a job runs by itself: a cron expression in a timezone, or one moment."""
+    """When a job, or a whole pipeline, runs by itself: a cron expression in a timezone,
+    or one moment. Exactly one of ``job`` and ``pipeline``."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    job = models.ForeignKey("orchestrator.Job", on_delete=models.CASCADE, related_name="schedules")
+    job = models.ForeignKey(
+        "orchestrator.Job",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="schedules",
+    )
+    pipeline = models.ForeignKey(
+        "orchestrator.Pipeline",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="schedules",
+        help_text="Instead of a job: each slot starts a run of the whole pipeline.",
+    )
     name = models.CharField(max_length=200, blank=True, default="", validators=[plain_text])
     cron = models.CharField(max_length=200, blank=True, default="")
     timezone = models.CharField(max_length=64, default="UTC")
@@ -46,15 +61,28 @@ class Schedule(models.Model):
                     | (~models.Q(cron="") & models.Q(schedule_time__isnull=True))
                 ),
                 name="schedule_cron_xor_time",
-            )
+            ),
+            models.CheckConstraint(
+                condition=(
+                    (models.Q(job__isnull=False) & models.Q(pipeline__isnull=True))
+                    | (models.Q(job__isnull=True) & models.Q(pipeline__isnull=False))
+                ),
+                name="schedule_job_xor_pipeline",
+            ),
         ]
         indexes = [
             models.Index(fields=["job", "-id"], name="schedule_job_idx"),
+            models.Index(fields=["pipeline", "-id"], name="schedule_pipeline_idx"),
             models.Index(fields=["status", "next_run_at"], name="schedule_due_idx"),
         ]
 
     def __str__(self) -> str:
         return self.name or self.cron or f"once at {self.schedule_time:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def target(self):
+        """What it runs: its job or its pipeline."""
+        return self.job if self.job_id else self.pipeline
 
     @property
     def is_active(self) -> bool:
@@ -124,6 +152,13 @@ class ScheduleFire(models.Model):
     outcome = models.CharField(max_length=16, choices=FireOutcome.choices)
     execution = models.ForeignKey(
         "workermanager.Execution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    pipeline_run = models.ForeignKey(
+        "pipelines.PipelineRun",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,

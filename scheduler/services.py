@@ -1,6 +1,7 @@
-"""Workflows on schedules and the worker registry.
+"""Workflows on schedules.
 
-Firing: each active Hodei schedule has a django-q2 Schedule row named ``hodei:<id>``
+A schedule runs a job (each slot queues an execution) or a pipeline (each slot starts a
+pipeline run). Firing: each active Hodei schedule has a django-q2 Schedule row named ``hodei:<id>``
 (type ONCE, ``next_run`` = the Hodei schedule's next slot) whose function,
 ``scheduler.tasks.fire_schedule``, calls ``schedule_fire``. That handles the slot (overlap
 and misfire policies, history), queues the execution, and points the django-q2 row at
@@ -13,9 +14,13 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django_q.models import Schedule as EngineSchedule
 
-from hodei.exceptions import InvalidInput, QuotaExceeded
+from hodei.exceptions import Conflict, InvalidInput, QuotaExceeded
 from hodei.lib import clock
-from orchestrator.models import Job
+from orchestrator.choices import PipelineStatus
+from orchestrator.models import Job, Pipeline
+from pipelines.choices import ACTIVE_RUN, RunTrigger
+from pipelines.models import PipelineRun
+from pipelines.services import pipeline_run_cancel, pipeline_run_start
 from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
 from scheduler.models import Schedule, ScheduleFire
@@ -88,14 +93,23 @@ def _shortest_gap(cron: str) -> float | None:
     return min(gaps) if gaps else None
 
 
-def _check_quota(*, job: Job, excluding=None) -> None:
-    """A schedule more for ``job``, within HODEI_MAX_SCHEDULES(_PER_JOB)."""
+def _target(job: Job | None, pipeline: Pipeline | None) -> None:
+    if (job is None) == (pipeline is None):
+        message = "Give exactly one of job_id and pipeline_id."
+        raise InvalidInput(message, fields={"job_id": [message], "pipeline_id": [message]})
+
+
+def _check_quota(*, job: Job | None = None, pipeline: Pipeline | None = None, excluding=None):
+    """A schedule more for ``job`` (or ``pipeline``), within HODEI_MAX_SCHEDULES and
+    HODEI_MAX_SCHEDULES_PER_JOB (which bounds a pipeline's too)."""
     others = Schedule.objects.exclude(pk=excluding.pk) if excluding else Schedule.objects
-    if others.filter(job=job).count() >= settings.HODEI_MAX_SCHEDULES_PER_JOB:
+    mine = others.filter(job=job) if job is not None else others.filter(pipeline=pipeline)
+    if mine.count() >= settings.HODEI_MAX_SCHEDULES_PER_JOB:
+        what, field = ("job", "job_id") if job is not None else ("pipeline", "pipeline_id")
         raise QuotaExceeded(
-            f"This job has {settings.HODEI_MAX_SCHEDULES_PER_JOB} schedules, the most a job "
-            "may have (HODEI_MAX_SCHEDULES_PER_JOB).",
-            fields={"job_id": ["Too many schedules for this job."]},
+            f"This {what} has {settings.HODEI_MAX_SCHEDULES_PER_JOB} schedules, the most a "
+            f"{what} may have (HODEI_MAX_SCHEDULES_PER_JOB).",
+            fields={field: [f"Too many schedules for this {what}."]},
         )
     if others.count() >= settings.HODEI_MAX_SCHEDULES:
         raise QuotaExceeded(
@@ -106,7 +120,8 @@ def _check_quota(*, job: Job, excluding=None) -> None:
 
 def schedule_create(
     *,
-    job: Job,
+    job: Job | None = None,
+    pipeline: Pipeline | None = None,
     cron: str = "",
     schedule_time: datetime | None = None,
     timezone: str = "UTC",
@@ -115,11 +130,13 @@ def schedule_create(
     overlap_policy: str = Schedule._meta.get_field("overlap_policy").default,
     misfire_policy: str = Schedule._meta.get_field("misfire_policy").default,
 ) -> Schedule:
+    _target(job, pipeline)
     cron = validate_timing(cron=cron, schedule_time=schedule_time, timezone=timezone)
-    _check_quota(job=job)
+    _check_quota(job=job, pipeline=pipeline)
     now = clock.now()
     schedule = Schedule(
         job=job,
+        pipeline=pipeline,
         cron=cron,
         schedule_time=schedule_time,
         timezone=timezone,
@@ -139,7 +156,7 @@ def schedule_create(
 
 
 TIMING_FIELDS = ("cron", "timezone", "schedule_time")
-PLAIN_FIELDS = ("name", "overlap_policy", "misfire_policy", "job")
+PLAIN_FIELDS = ("name", "overlap_policy", "misfire_policy", "job", "pipeline")
 
 
 @transaction.atomic
@@ -151,8 +168,18 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
         raise TypeError(f"Unknown fields: {sorted(unknown)}")
     # Locked: a firing of this schedule (which also locks it) waits for the change.
     schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
-    if "job" in fields and fields["job"].pk != schedule.job_id:
-        _check_quota(job=fields["job"], excluding=schedule)
+    if fields.get("job") is not None:
+        fields.setdefault("pipeline", None)  # pointing it at a job replaces its pipeline
+    elif fields.get("pipeline") is not None:
+        fields.setdefault("job", None)
+    if "job" in fields or "pipeline" in fields:
+        job = fields.get("job", schedule.job)
+        pipeline = fields.get("pipeline", schedule.pipeline)
+        _target(job, pipeline)
+        if (job and job.pk != schedule.job_id) or (
+            pipeline and pipeline.pk != schedule.pipeline_id
+        ):
+            _check_quota(job=job, pipeline=pipeline, excluding=schedule)
     now = clock.now()
     timing = {k: fields[k] for k in TIMING_FIELDS if k in fields}
     if timing:
@@ -243,7 +270,10 @@ def schedule_fire(*, schedule_id, slot: datetime | None = None) -> ScheduleFire 
     # Lock the schedule: fires of one schedule are serialised, so the overlap check and
     # the advance to the next slot cannot interleave.
     schedule = (
-        Schedule.objects.select_for_update().select_related("job").filter(pk=schedule_id).first()
+        Schedule.objects.select_for_update(of=("self",))
+        .select_related("job__pipeline", "pipeline")
+        .filter(pk=schedule_id)
+        .first()
     )
     if schedule is None:
         EngineSchedule.objects.filter(name=ENGINE_PREFIX + str(schedule_id)).delete()
@@ -313,8 +343,22 @@ def _record(schedule, slot, outcome, *, now, execution=None, detail="", is_manua
 
 
 def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFire | None:
-    """Apply the overlap policy and queue the execution for ``slot``."""
-    active = list(Execution.objects.filter(schedule=schedule, status__in=ACTIVE))
+    """Apply the pipeline's status and the overlap policy, and queue the execution (or
+    start the pipeline run) for ``slot``."""
+    pipeline = schedule.pipeline if schedule.pipeline_id else schedule.job.pipeline
+    if pipeline is not None and pipeline.status != PipelineStatus.ACTIVE:
+        skipped = _record(
+            schedule,
+            slot,
+            FireOutcome.SKIPPED_PAUSED,
+            detail=f"pipeline {pipeline} is {pipeline.status}",
+            now=now,
+            is_manual=is_manual,
+        )
+        if skipped:
+            metrics.inc("hodei_schedule_slots_skipped_total", reason="paused")
+        return skipped
+    active = _active_runs(schedule)
     if active and schedule.overlap_policy == OverlapPolicy.FORBID:
         skipped = _record(
             schedule,
@@ -331,23 +375,51 @@ def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFi
     if claim is None:
         return None
     if active and schedule.overlap_policy == OverlapPolicy.REPLACE:
-        for execution in active:
-            execution_cancel(execution=execution)
+        for previous in active:
+            try:
+                if schedule.pipeline_id:
+                    pipeline_run_cancel(run=previous)
+                else:
+                    execution_cancel(execution=previous)
+            except Conflict:
+                pass  # it finished meanwhile
         claim.outcome = FireOutcome.REPLACED
         claim.detail = f"cancelled {len(active)} previous run(s)"
-    claim.execution = execution_enqueue(
-        job=schedule.job, trigger=Trigger.SCHEDULE, schedule=schedule, scheduled_for=slot
-    )
-    claim.save(update_fields=["execution", "outcome", "detail"])
+    if schedule.pipeline_id:
+        claim.pipeline_run = pipeline_run_start(
+            pipeline=schedule.pipeline,
+            trigger=RunTrigger.SCHEDULE,
+            schedule=schedule,
+            scheduled_for=slot,
+        )
+    else:
+        claim.execution = execution_enqueue(
+            job=schedule.job, trigger=Trigger.SCHEDULE, schedule=schedule, scheduled_for=slot
+        )
+    claim.save(update_fields=["execution", "pipeline_run", "outcome", "detail"])
     if not is_manual:
         metrics.observe("hodei_schedule_fire_lag_seconds", claim.lag_ms / 1000)
     return claim
 
 
+def _active_runs(schedule: Schedule) -> list:
+    """What the overlap policy looks at: the schedule's active executions, or, for a
+    pipeline, every active run of the pipeline (however it was started)."""
+    if schedule.pipeline_id:
+        return list(
+            PipelineRun.objects.filter(pipeline_id=schedule.pipeline_id, status__in=ACTIVE_RUN)
+        )
+    return list(Execution.objects.filter(schedule=schedule, status__in=ACTIVE))
+
+
 @transaction.atomic
 def schedule_run_now(*, schedule: Schedule) -> ScheduleFire:
     """Fire now, outside the schedule's slots, respecting its overlap policy."""
-    schedule = Schedule.objects.select_for_update().select_related("job").get(pk=schedule.pk)
+    schedule = (
+        Schedule.objects.select_for_update(of=("self",))
+        .select_related("job__pipeline", "pipeline")
+        .get(pk=schedule.pk)
+    )
     now = clock.now()
     return _fire_slot(schedule, now, now=now, detail="run now", is_manual=True)
 

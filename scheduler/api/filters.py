@@ -6,12 +6,13 @@ from scheduler.models import Schedule
 
 class ScheduleFilter(filters.FilterSet):
     job_id = filters.UUIDFilter(field_name="job_id")
+    pipeline_id = filters.UUIDFilter(field_name="pipeline_id")
     status = filters.ChoiceFilter(choices=ScheduleStatus.choices)
     enabled = filters.BooleanFilter(method="filter_enabled")
 
     class Meta:
         model = Schedule
-        fields = ["job_id", "status", "enabled"]
+        fields = ["job_id", "pipeline_id", "status", "enabled"]
 
     def filter_enabled(self, queryset, name, value):
         paused = queryset.filter(status=ScheduleStatus.PAUSED)

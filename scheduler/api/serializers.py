@@ -4,7 +4,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from orchestrator.models import Job
+from orchestrator.models import Job, Pipeline
 from scheduler.cron import CronError, parse_timezone
 from scheduler.models import Schedule, ScheduleFire
 from scheduler.services import schedule_upcoming
@@ -15,7 +15,8 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class ScheduleSerializer(serializers.ModelSerializer):
-    job_id = serializers.UUIDField(read_only=True)
+    job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    pipeline_id = serializers.UUIDField(read_only=True, allow_null=True)
     enabled = serializers.BooleanField(read_only=True)
     scheduled_at = serializers.DateTimeField(source="created_at", read_only=True)
     upcoming = serializers.SerializerMethodField()
@@ -25,6 +26,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "job_id",
+            "pipeline_id",
             "name",
             "cron",
             "timezone",
@@ -48,7 +50,18 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
 class ScheduleInputSerializer(serializers.ModelSerializer):
     job_id = serializers.PrimaryKeyRelatedField(
-        source="job", queryset=Job.objects.all(), pk_field=serializers.UUIDField()
+        source="job",
+        queryset=Job.objects.all(),
+        pk_field=serializers.UUIDField(),
+        required=False,
+        help_text="The job each slot runs (or give pipeline_id).",
+    )
+    pipeline_id = serializers.PrimaryKeyRelatedField(
+        source="pipeline",
+        queryset=Pipeline.objects.all(),
+        pk_field=serializers.UUIDField(),
+        required=False,
+        help_text="The pipeline each slot runs, as a pipeline run (or give job_id).",
     )
     cron = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     schedule_time = serializers.DateTimeField(required=False, allow_null=True, default=None)
@@ -59,6 +72,7 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
         model = Schedule
         fields = [
             "job_id",
+            "pipeline_id",
             "name",
             "cron",
             "timezone",
@@ -74,6 +88,12 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs):
+        if self.instance is None and ("job" in attrs) == ("pipeline" in attrs):
+            message = "Give exactly one of job_id and pipeline_id."
+            raise serializers.ValidationError({"job_id": [message], "pipeline_id": [message]})
+        if self.instance is not None and "job" in attrs and "pipeline" in attrs:
+            message = "Give at most one of job_id and pipeline_id."
+            raise serializers.ValidationError({"job_id": [message], "pipeline_id": [message]})
         # A schedule_time without an offset is a wall-clock time in the schedule's
         # timezone ("09:00 in Europe/Madrid"), not in UTC.
         raw = (
@@ -95,6 +115,7 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
 class ScheduleFireSerializer(serializers.ModelSerializer):
     schedule_id = serializers.UUIDField(read_only=True)
     execution_id = serializers.UUIDField(read_only=True, allow_null=True)
+    pipeline_run_id = serializers.UUIDField(read_only=True, allow_null=True)
     lag_ms = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -105,6 +126,7 @@ class ScheduleFireSerializer(serializers.ModelSerializer):
             "slot_at",
             "outcome",
             "execution_id",
+            "pipeline_run_id",
             "is_manual",
             "detail",
             "fired_at",

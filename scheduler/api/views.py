@@ -17,7 +17,7 @@ from scheduler.models import Schedule
 
 @extend_schema(tags=["schedules"])
 class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Schedules: when a job runs by itself."""
+    """Schedules: when a job, or a whole pipeline, runs by itself."""
 
     queryset = Schedule.objects.all()
     serializer_class = ScheduleSerializer
@@ -27,7 +27,9 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
-        """Create a schedule. It will run its job: that needs the run permission too."""
+        """Create a schedule of a job (``job_id``) or of a pipeline (``pipeline_id``:
+        each slot starts a pipeline run), exactly one. It will run commands: that needs
+        the run permission too."""
         data = validated(ScheduleInputSerializer, request.data, echo=ScheduleSerializer)
         if data.get("enabled", True):
             permissions.require_run(request.user)
@@ -46,7 +48,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             instance=schedule,
             echo=ScheduleSerializer,
         )
-        if data.get("enabled") or "job" in data:
+        if data.get("enabled") or "job" in data or "pipeline" in data:
             # Enabling or re-pointing a schedule makes commands run: the run permission.
             permissions.require_run(request.user)
         schedule = services.schedule_update(schedule=schedule, **data)

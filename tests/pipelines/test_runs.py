@@ -204,3 +204,17 @@ def test_a_subset_runs_with_what_it_needs(agent):
     run = run_until_done(agent, run)
     assert {e.job.name for e in run.executions.all()} == {"a", "b"}
     assert run.status == "succeeded"
+
+
+def test_outputs_are_bounded_and_a_flood_is_a_warning_not_a_failure(agent):
+    flood = (
+        'echo "FIRST=1" >> "$HODEI_OUTPUT"; '
+        'head -c 200000 /dev/zero | tr "\\0" "x" >> "$HODEI_OUTPUT"; echo done'
+    )
+    pipeline, jobs = dag(big=flood, after=('echo "first=$FIRST"', ["big"]))
+    run = run_until_done(agent, services.pipeline_run_start(pipeline=pipeline))
+    assert run.status == "succeeded"
+    big = execution_of(run, jobs["big"])
+    assert big.outputs == {"FIRST": "1"}
+    assert "longer than 65536 bytes" in log_text(big)
+    assert log_text(execution_of(run, jobs["after"])) == "first=1\n"

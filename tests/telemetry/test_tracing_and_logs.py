@@ -69,6 +69,27 @@ def test_an_executions_life_is_one_trace_with_its_id_stored(transactional_db, sp
     assert run.attributes["hodei.exit_code"] == 0
 
 
+def test_a_pipeline_runs_trace_joins_its_executions(transactional_db, spans, make_agent):
+    from pipelines import services
+    from tests.factories import PipelineFactory
+    from tests.pipelines.test_runs import run_until_done
+
+    connection.close()
+    pipeline = PipelineFactory()
+    first = JobFactory(pipeline=pipeline, command="true")
+    JobFactory(pipeline=pipeline, command="true").depends_on.set([first])
+    run = run_until_done(make_agent(), services.pipeline_run_start(pipeline=pipeline))
+    assert run.status == "succeeded" and len(run.trace_id) == 32
+    assert set(run.executions.values_list("trace_id", flat=True)) == {run.trace_id}
+    in_trace = [
+        s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == run.trace_id
+    ]
+    names = [s.name for s in in_trace]
+    assert names.count("execution.run") == 2 and "pipeline_run.start" in names
+    whole = next(s for s in in_trace if s.name == "pipeline_run")
+    assert whole.attributes["hodei.status"] == "succeeded"
+
+
 def record(message: str, **extra) -> logging.LogRecord:
     rec = logging.LogRecord("hodei.agent", logging.INFO, __file__, 1, message, None, None)
     for name, value in extra.items():
