@@ -17,6 +17,15 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def new_token(prefix: str = TOKEN_PREFIX) -> tuple[str, str, str]:
+    """A new bearer secret of 256 random bits starting with ``prefix``: (raw, the first
+    characters to recognise it by, its hash). API tokens, registration tokens and worker
+    credentials are all made here; only the hash is stored. Every prefix starts with
+    ``hodei_``, which the log redaction (telemetry.logs) looks for."""
+    raw = prefix + secrets.token_urlsafe(32)
+    return raw, raw[: len(prefix) + 6], hash_token(raw)
+
+
 class ApiToken(models.Model):
     """A bearer token for API clients. Only its SHA-256 is stored; the raw token is shown
     once, when created. Revoking sets ``revoked_at``; the row stays for the audit trail."""
@@ -58,12 +67,12 @@ def token_create(
 ) -> tuple[ApiToken, str]:
     """Create a token for ``user`` (valid for ``lifetime``, or until revoked); returns the
     row and the raw token (shown once)."""
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    raw, prefix, key_hash = new_token()
     token = ApiToken.objects.create(
         user=user,
         name=name,
-        prefix=raw[: len(TOKEN_PREFIX) + 6],
-        key_hash=hash_token(raw),
+        prefix=prefix,
+        key_hash=key_hash,
         expires_at=clock.now() + lifetime if lifetime else None,
     )
     return token, raw

@@ -13,9 +13,16 @@ OPERATOR_ACTIONS = {
     ("scheduler", "schedulefire"): ("delete", "view"),
     ("workermanager", "worker"): ("add", "change", "view"),
     ("workermanager", "managedworker"): ("add", "change", "view"),
+    # Registration tokens let a machine join as an agent (and so receive the secret
+    # variables of the jobs it claims): operators may make and revoke them.
+    ("workermanager", "registrationtoken"): ("add", "change", "view"),
     ("workermanager", "execution"): ("add", "change", "view", "run_job", "run_command"),
     ("workermanager", "executionlog"): ("view",),
     ("pipelines", "pipelinerun"): ("change", "view"),
+    ("webhooks", "subscription"): ("add", "change", "delete", "view"),
+    # change: redeliver (deliveries are history otherwise).
+    ("webhooks", "delivery"): ("change", "view"),
+    ("webhooks", "deliveryattempt"): ("view",),
 }
 
 

@@ -139,6 +139,12 @@ class Agent:
             isolation=self.config.isolation,
         )
         self.worker_id, self.name = registration.worker_id, registration.name
+        expected = registration.heartbeat_seconds
+        if expected and expected < self.config.heartbeat_seconds:
+            # The control plane counts a worker gone after a few of its own intervals: a
+            # remote agent configured apart from it keeps to them.
+            log.info("heartbeat every %s s, as the control plane expects", expected)
+            self.config.heartbeat_seconds = expected
         self._watch_transport()
         self.last_heartbeat = time.monotonic()
         log.info("agent %s registered as worker %s", self.name, self.worker_id)
@@ -285,6 +291,15 @@ class Agent:
     def claim(self, *, now: float) -> int:
         free = self._free_slots()
         if free <= 0:
+            if self.wanted and self.stopping_since is None:
+                # A claim made for it before it began to drain (an HTTP long-poll's
+                # answer) is its to run: drained agents finish what they have. A
+                # stopping agent leaves it to go_offline, which has it retried.
+                self.wanted = False
+                claimed = self.transport.claim(limit=0)
+                for assignment in claimed:
+                    self._start(assignment)
+                return len(claimed)
             return 0
         if not self.wanted and now - self.last_poll < self.config.poll_seconds:
             return 0

@@ -40,6 +40,8 @@ class Assignment:
 class Registration:
     worker_id: str
     name: str
+    # The interval the control plane expects heartbeats at, when it says (over HTTP).
+    heartbeat_seconds: float | None = None
 
 
 @dataclass(frozen=True)

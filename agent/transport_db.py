@@ -45,7 +45,7 @@ class DatabaseTransport:
         return Registration(worker_id=str(self.worker.id), name=self.worker.name)
 
     def heartbeat(self, *, running) -> HeartbeatReply:
-        reply = self._call(agent_protocol.agent_heartbeat, worker=self.worker)
+        reply = self._call(agent_protocol.agent_heartbeat, worker=self.worker, running=running)
         self._call(metrics.buffer.flush)
         if not self.listener.alive:
             self.listener.start()

@@ -6,9 +6,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from hodei.lib import clock
+from scheduler.choices import ScheduleHealth
+from scheduler.models import Schedule
 from telemetry.metrics import METRICS
 from telemetry.models import MetricValue
-from workermanager import selectors
+from workermanager import selectors, waiting
 
 
 def _parse_labels(text: str) -> dict:
@@ -20,6 +22,8 @@ class DomainCollector:
         yield from self._stored_series()
         yield from self._queue_gauges()
         yield from self._worker_gauges()
+        yield from self._schedule_gauges()
+        yield from self._blocked_gauges()
 
     def _stored_series(self):
         rows = MetricValue.objects.values_list("name", "labels", "value")
@@ -102,3 +106,30 @@ class DomainCollector:
         )
         unsandboxed.add_metric([], len(selectors.unsandboxed_workers()))
         yield unsandboxed
+
+    def _schedule_gauges(self):
+        """Dead-man alerting: 1 for each alerting schedule that is down, 0 for the others
+        (as many series as schedules with alert_after_seconds, within HODEI_MAX_SCHEDULES)."""
+        family = GaugeMetricFamily(
+            "hodei_schedule_down",
+            "1 while a schedule with alert_after_seconds is down (its last slot did not "
+            "succeed in time), else 0.",
+            labels=["schedule_id", "schedule"],
+        )
+        alerting = Schedule.objects.filter(alert_after_seconds__isnull=False).values_list(
+            "pk", "name", "cron", "health"
+        )
+        for pk, name, cron, health in alerting:
+            family.add_metric([str(pk), name or cron], 1 if health == ScheduleHealth.DOWN else 0)
+        yield family
+
+    def _blocked_gauges(self):
+        family = GaugeMetricFamily(
+            "hodei_queue_blocked",
+            "Queued and pending executions by why they wait (GET /api/v1/executions/{id} "
+            "explains one: waiting_reason).",
+            labels=["reason"],
+        )
+        for reason, n in waiting.blocked_counts().items():
+            family.add_metric([reason], n)
+        yield family

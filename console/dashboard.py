@@ -8,6 +8,8 @@ from django.db.models.functions import TruncHour
 
 from hodei.admin_tools import STATUS_COLOURS
 from hodei.lib import clock
+from scheduler.choices import ScheduleHealth
+from scheduler.models import Schedule
 from workermanager import selectors
 from workermanager.choices import TERMINAL, ExecutionStatus
 from workermanager.models import Execution
@@ -50,6 +52,10 @@ def build(now: datetime | None = None) -> dict:
         "success_rate": round(100 * succeeded / finished, 1) if finished else None,
         "queue_depth": sum(q.queued for q in queue),
         "unsandboxed": selectors.unsandboxed_workers(),
+        "schedules_down": list(
+            Schedule.objects.filter(health=ScheduleHealth.DOWN).order_by("down_since")[:10]
+        ),
+        "schedules_down_count": Schedule.objects.filter(health=ScheduleHealth.DOWN).count(),
         "oldest_queued_age": (now - oldest) if oldest else None,
         "workers": workers,
         "chart": _hourly_chart(recent, now=now),

@@ -33,6 +33,10 @@ STATUS_COLOURS = {
     "online": "#27ae60",
     "draining": "#f2994a",
     "offline": "#8a8f98",
+    # Dead-man alerting of schedules.
+    "up": "#27ae60",
+    "down": "#eb5757",
+    "unknown": "#8a8f98",
 }
 
 

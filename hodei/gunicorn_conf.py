@@ -4,8 +4,20 @@ import os
 import shutil
 from pathlib import Path
 
+_service = os.environ.get("HODEI_SERVICE", "orchestrator")
+
 workers = int(os.environ.get("HODEI_WEB_WORKERS", "2"))
-threads = int(os.environ.get("HODEI_WEB_THREADS", "4"))
+# gthread: each request holds one of a process's threads. The worker manager serves the
+# agents' long-polls (a claim waits up to 30 s for work), so it gets more threads, and
+# lets at most half of them wait (HODEI_AGENT_LONG_POLLS, hodei/settings.py): the rest
+# always serve heartbeats, logs and the API. Threads rather than an async worker: the
+# wait is a select() on a LISTEN connection, which releases the GIL, and the code stays
+# the same synchronous Django everywhere. A waiting claim costs a thread and, on
+# PostgreSQL, one extra connection (its LISTEN) besides the thread's own.
+if _service == "workermanager":
+    threads = int(os.environ.get("HODEI_WORKERMANAGER_THREADS", "16"))
+else:
+    threads = int(os.environ.get("HODEI_WEB_THREADS", "4"))
 timeout = 60
 graceful_timeout = 5
 accesslog = "-" if os.environ.get("HODEI_ACCESS_LOG", "1") == "1" else None
@@ -15,7 +27,6 @@ forwarded_allow_ips = os.environ.get("HODEI_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Prometheus multiprocess mode: each gunicorn worker writes its HTTP and database metrics
 # to files that /metrics aggregates. Set here, in the master, before workers import
 # prometheus_client; one directory per service, wiped when the service starts.
-_service = os.environ.get("HODEI_SERVICE", "orchestrator")
 _var = Path(os.environ.get("HODEI_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus" / _service))
 

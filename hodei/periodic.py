@@ -9,6 +9,7 @@ PERIODIC_TASKS = {
     "hodei.maintain_workers": ("workermanager.tasks.maintain_workers", 1),
     "hodei.maintain_schedules": ("scheduler.tasks.maintain_schedules", 1),
     "hodei.purge_executions": ("workermanager.tasks.purge_executions", 10),
+    "hodei.purge_events": ("events.tasks.purge_events", 10),
 }
 
 

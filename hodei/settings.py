@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "orchestrator",
     "workermanager",
     "pipelines",
+    "events",
+    "webhooks",
     "telemetry",
     "console",
 ]
@@ -259,6 +261,30 @@ HODEI_TIMEOUT_GRACE_SECONDS = env_float("HODEI_TIMEOUT_GRACE_SECONDS", 30.0, min
 HODEI_WORKER_START_TIMEOUT_SECONDS = env_float(
     "HODEI_WORKER_START_TIMEOUT_SECONDS", 10.0, minimum=0.5
 )
+# Agents over HTTP (the worker manager's /api/v1/agent/). Managed workers talk to the
+# worker manager at this URL; a claim waits (long-polls) for work up to 30 s, holding a
+# web thread: one worker-manager process lets at most HODEI_AGENT_LONG_POLLS claims wait
+# at once (half its threads, HODEI_WORKERMANAGER_THREADS); further claims answer at once
+# and their agents poll (hodei/gunicorn_conf.py).
+HODEI_WORKERMANAGER_URL = env_str(
+    "HODEI_WORKERMANAGER_URL",
+    f"http://127.0.0.1:{env_int('HODEI_WORKERMANAGER_PORT', 8082, minimum=1)}",
+).rstrip("/")
+if not HODEI_WORKERMANAGER_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"HODEI_WORKERMANAGER_URL must be an http(s):// URL, got {HODEI_WORKERMANAGER_URL!r}"
+    )
+HODEI_AGENT_LONG_POLLS = env_int(
+    "HODEI_AGENT_LONG_POLLS",
+    max(1, env_int("HODEI_WORKERMANAGER_THREADS", 16, minimum=1) // 2),
+    minimum=0,
+)
+# Managed workers through the kubernetes provider (docs/kubernetes.md): the namespace of
+# their pods and Secrets, and the agents' image. They reach HODEI_WORKERMANAGER_URL.
+HODEI_K8S_NAMESPACE = env_str("HODEI_K8S_NAMESPACE", "hodei")
+HODEI_K8S_IMAGE = env_str("HODEI_K8S_IMAGE", "hodei:latest")
+# Worker pools (workermanager/pools.py): how often the qcluster reconciles them.
+HODEI_POOL_RECONCILE_SECONDS = env_float("HODEI_POOL_RECONCILE_SECONDS", 2.0, minimum=0.1)
 # Retention: finished executions (and their logs) older than this are purged; a job's
 # retention_days overrides it (workermanager/retention.py).
 HODEI_RETENTION_DAYS = env_int("HODEI_RETENTION_DAYS", 30, minimum=1)
@@ -327,6 +353,29 @@ HODEI_QUEUED_EXPIRY_SECONDS = env_int("HODEI_QUEUED_EXPIRY_SECONDS", 24 * 3600, 
 # /metrics labels per worker type: the registered and the configured ones, at most this
 # many; any other worker type (a typo in a request) is counted under "other".
 HODEI_METRICS_MAX_WORKER_TYPES = env_int("HODEI_METRICS_MAX_WORKER_TYPES", 50, minimum=1)
+
+# Events (docs/events.md): the outbox relay publishes to NATS JetStream when a URL is set
+# (nothing connects to NATS otherwise), and keeps events this long once every consumer
+# has had them.
+HODEI_NATS_URL = env_str("HODEI_NATS_URL", "") or ""
+HODEI_NATS_STREAM = env_str("HODEI_NATS_STREAM", "HODEI")
+HODEI_NATS_SUBJECT_PREFIX = env_str("HODEI_NATS_SUBJECT_PREFIX", "hodei")
+HODEI_EVENT_RETENTION_DAYS = env_int("HODEI_EVENT_RETENTION_DAYS", 7, minimum=1)
+HODEI_RELAY_POLL_SECONDS = env_float("HODEI_RELAY_POLL_SECONDS", 0.5, minimum=0.05)
+HODEI_RELAY_BATCH = env_int("HODEI_RELAY_BATCH", 500, minimum=1)
+
+# Webhooks (webhooks/): the relay POSTs each delivery with this timeout, retries a failed
+# one after 10 s, doubling up to an hour, for a day, with this many threads per relay.
+HODEI_WEBHOOK_TIMEOUT_SECONDS = env_float("HODEI_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+HODEI_WEBHOOK_RETRY_HOURS = env_float("HODEI_WEBHOOK_RETRY_HOURS", 24.0, minimum=0)
+HODEI_WEBHOOK_BACKOFF_SECONDS = env_float("HODEI_WEBHOOK_BACKOFF_SECONDS", 10.0, minimum=0.01)
+HODEI_WEBHOOK_MAX_BACKOFF_SECONDS = env_float(
+    "HODEI_WEBHOOK_MAX_BACKOFF_SECONDS", 3600.0, minimum=0.01
+)
+HODEI_WEBHOOK_THREADS = env_int("HODEI_WEBHOOK_THREADS", 8, minimum=1)
+
+# The scheduler's /health says "degraded" when no qcluster was seen for this long.
+HODEI_QCLUSTER_STALE_SECONDS = env_int("HODEI_QCLUSTER_STALE_SECONDS", 150, minimum=1)
 
 # Scheduling: a slot fired more than this late counts as missed (misfire policy applies).
 HODEI_MISFIRE_GRACE_SECONDS = env_float("HODEI_MISFIRE_GRACE_SECONDS", 60.0, minimum=1)

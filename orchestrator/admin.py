@@ -1,10 +1,13 @@
 from django import forms
 from django.contrib import admin
 from django.db.models import Count
+from django.urls import reverse
+from django.utils.safestring import SafeString
 
 from accounts import permissions
 from hodei.api.fields import ENV_NAME
 from hodei.exceptions import InvalidInput
+from hodei.lib import dag_svg
 from hodei.lib import secrets as hodei_secrets
 from hodei.templatetags.hodei import status_pill
 from orchestrator import services
@@ -21,6 +24,15 @@ class JobInline(admin.TabularInline):
     def get_extra(self, request, obj=None, **kwargs):
         return 1 if obj is None else 0  # a new pipeline starts with a blank job row
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # The rows fit a 1400 px screen (the admin's widths make them 1700 px wide); a
+        # long command scrolls in its box, and its job's page shows it whole.
+        if db_field.name == "command":
+            kwargs["widget"] = forms.Textarea(attrs={"rows": 2, "style": "width: 26em"})
+        elif db_field.name in ("name", "worker_type"):
+            kwargs["widget"] = forms.TextInput(attrs={"style": "width: 11em"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
 
 @admin.register(Pipeline)
 class PipelineAdmin(admin.ModelAdmin):
@@ -30,10 +42,50 @@ class PipelineAdmin(admin.ModelAdmin):
     inlines = [JobInline]
     actions = ("archive_selected",)
     fields = PIPELINE_SETTINGS
+    change_form_template = "admin/orchestrator/pipeline/change_form.html"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return status_pill(obj.status)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        pipeline = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if pipeline is not None:
+            extra["pipeline_graph"] = self.pipeline_graph(request, pipeline)
+        return super().change_view(request, object_id, form_url, extra)
+
+    def job_states(self, request, pipeline: Pipeline) -> dict[str, str]:
+        """job id -> the state its node is coloured by (a status of the palette). None at
+        this layer: runs belong to the pipelines app, whose admin extends this page with
+        the states of the pipeline's latest run (pipelines/admin.py)."""
+        return {}
+
+    def pipeline_graph(self, request, pipeline: Pipeline) -> SafeString | None:
+        """The pipeline's jobs and their dependencies as an SVG DAG, each job linking to
+        its page; None for a pipeline without jobs."""
+        jobs = list(pipeline.jobs.only("id", "name", "command"))
+        if not jobs:
+            return None
+        states = self.job_states(request, pipeline)
+        nodes = []
+        for job in jobs:
+            state = states.get(str(job.pk))
+            first_line = (job.command.strip().splitlines() or [""])[0]
+            nodes.append(
+                dag_svg.Node(
+                    id=str(job.pk),
+                    label=str(job),
+                    state=state,
+                    url=reverse("admin:orchestrator_job_change", args=[job.pk]),
+                    detail=state.replace("_", " ") if state else "not run",
+                    title=f"{job}: {first_line}" if first_line else str(job),
+                )
+            )
+        # One query for every edge: (needed, needing), the way a run goes.
+        needs = Job.depends_on.through.objects.filter(from_job__pipeline=pipeline)
+        edges = [(str(n), str(j)) for j, n in needs.values_list("from_job_id", "to_job_id")]
+        return dag_svg.render(nodes, edges, label=f"Jobs of {pipeline}")
 
     def get_queryset(self, request):
         # One query for the page, not one COUNT per row.
@@ -156,6 +208,7 @@ class JobAdmin(admin.ModelAdmin):
             "In its pipeline",
             {"fields": ("depends_on", "allow_failure")},
         ),
+        ("Queue", {"fields": ("priority", "concurrency_limit")}),
         (
             "Limits and retries",
             {

@@ -28,6 +28,8 @@ JOB_SETTINGS = (
     "retention_days",
     "retention_count",
     "allow_failure",
+    "priority",
+    "concurrency_limit",
     "network",
     "memory_limit_mb",
     "pids_limit",
@@ -38,6 +40,7 @@ RUN_SETTINGS = (
     "command",
     "type",
     "worker_type",
+    "priority",
     "timeout_seconds",
     "network",
     "memory_limit_mb",
@@ -175,6 +178,19 @@ class Job(ResourceLimits):
         help_text="In a pipeline run, its failure neither fails the run nor skips the jobs "
         "that depend on it.",
     )
+    priority = models.SmallIntegerField(
+        default=0,
+        validators=[MinValueValidator(-100), MaxValueValidator(100)],
+        help_text="Higher runs first among queued executions of its worker type (first in, "
+        "first out within a priority); -100 to 100.",
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="At most this many of its executions run at once, across all workers; "
+        "empty means no limit.",
+    )
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     created_at = models.DateTimeField(default=clock.now, editable=False)
     updated_at = models.DateTimeField(default=clock.now)
@@ -182,6 +198,12 @@ class Job(ResourceLimits):
     class Meta:
         ordering = ["-id"]
         indexes = [
+            # The claim asks whether any job has a limit: answered from this small index.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(concurrency_limit__isnull=False),
+                name="job_limited_idx",
+            ),
             models.Index(fields=["pipeline", "-id"], name="job_pipeline_idx"),
             models.Index(fields=["status", "-id"], name="job_status_idx"),
             models.Index(fields=["type", "-id"], name="job_type_idx"),

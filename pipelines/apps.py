@@ -15,3 +15,5 @@ class PipelinesConfig(AppConfig):
         # A run advances when one of its executions changes, and resumes with its pipeline.
         workermanager_hooks.execution_changed.connect(services.on_execution_changed)
         orchestrator_hooks.pipeline_changed.connect(services.on_pipeline_changed)
+        # A pending job of a run explains its wait with the jobs it needs.
+        workermanager_hooks.explain_pending.connect(services.explain_pending)

@@ -12,7 +12,9 @@ on two agents advance one after the other, and releasing is a conditional UPDATE
 (an execution's row, then its run's): no deadlock between a settle and a cancel."""
 
 import threading
+import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import transaction
@@ -21,7 +23,15 @@ from hodei.exceptions import Conflict, InvalidInput
 from hodei.lib import clock
 from orchestrator.choices import PipelineStatus
 from orchestrator.models import Job, Pipeline
-from pipelines.choices import JOB_STATE_OF, RETRIED_JOB, JobState, RunStatus, RunTrigger
+from pipelines import outbox
+from pipelines.choices import (
+    ACTIVE_JOB,
+    JOB_STATE_OF,
+    RETRIED_JOB,
+    JobState,
+    RunStatus,
+    RunTrigger,
+)
 from pipelines.models import PipelineRun
 from telemetry import metrics, tracing
 from workermanager import services as executions
@@ -76,17 +86,32 @@ def pipeline_run_start(
         run.save(force_insert=True)
         span.set_attribute("hodei.pipeline_run_id", str(run.id))
         paused = pipeline.status == PipelineStatus.PAUSED
-        for job in Job.objects.filter(pk__in=chosen).order_by("pk"):
-            waits = bool(graph[str(job.pk)]) or paused
-            executions.execution_enqueue(
-                job=job,
-                env=run.env,
-                trigger=Trigger.PIPELINE,
-                pipeline_run=run,
-                pending=waits,
-            )
+        with _advancing_run(run):
+            # Each enqueue fires the hook; the run advances once, after them all.
+            for job in Job.objects.filter(pk__in=chosen).order_by("pk"):
+                waits = bool(graph[str(job.pk)]) or paused
+                executions.execution_enqueue(
+                    job=job,
+                    env=run.env,
+                    trigger=Trigger.PIPELINE,
+                    pipeline_run=run,
+                    pending=waits,
+                )
+        run.pipeline = pipeline
         _advance(run)
     return run
+
+
+@contextmanager
+def _advancing_run(run: PipelineRun):
+    """While this thread changes the run's executions, their hook calls do not advance
+    it: the caller advances once afterwards."""
+    runs = _advancing.__dict__.setdefault("runs", set())
+    runs.add(run.pk)
+    try:
+        yield
+    finally:
+        runs.discard(run.pk)
 
 
 def _graph(pipeline: Pipeline) -> dict[str, list[str]]:
@@ -115,7 +140,12 @@ def on_execution_changed(execution: Execution) -> None:
     if execution.pipeline_run_id in getattr(_advancing, "runs", set()):
         return  # the outer advance of this run goes on until nothing changes
     # Locked: advances of one run are serialised (exactly-once release of a child).
-    run = PipelineRun.objects.select_for_update().filter(pk=execution.pipeline_run_id).first()
+    run = (
+        PipelineRun.objects.select_for_update(of=("self",))
+        .select_related("pipeline")
+        .filter(pk=execution.pipeline_run_id)
+        .first()
+    )
     if run is not None:
         _advance(run, changed=execution)
 
@@ -131,13 +161,12 @@ def on_pipeline_changed(pipeline: Pipeline, *, changed: set) -> None:
 
 
 def _advance(run: PipelineRun, *, changed: Execution | None = None) -> None:
-    runs = _advancing.__dict__.setdefault("runs", set())
-    runs.add(run.pk)
-    try:
-        if run.status in (R.SUCCEEDED, R.FAILED, R.CANCELLED):
-            return
+    if run.status in (R.SUCCEEDED, R.FAILED, R.CANCELLED):
+        return
+    with _advancing_run(run):
         if changed is not None and changed.status == "running":
-            run.start(now=changed.started_at or clock.now())
+            if run.start(now=changed.started_at or clock.now()):
+                outbox.run_event(run, "started")
             return  # a start releases nothing and finishes nothing
         if changed is not None and changed.job_id is not None:
             # Only what needs the job that changed can move (a run of a thousand jobs
@@ -145,10 +174,10 @@ def _advance(run: PipelineRun, *, changed: Execution | None = None) -> None:
             candidates = _dependants(run).get(str(changed.job_id), [])
         else:
             candidates = list(run.graph)
-        _release_or_skip(run, candidates)
-        _finish_if_done(run)
-    finally:
-        runs.discard(run.pk)
+        states = _states(run)
+        if _release_or_skip(run, candidates, states):
+            return  # something was released: the run goes on
+        _finish_if_done(run, states)
 
 
 def nodes(run: PipelineRun) -> dict[str, Execution]:
@@ -186,51 +215,97 @@ def _latest(run: PipelineRun, job_ids) -> dict[str, Execution]:
     return latest
 
 
-def _release_or_skip(run: PipelineRun, candidates: list[str]) -> None:
+def _states(run: PipelineRun) -> dict[str, tuple]:
+    """Each job of the run -> (latest attempt's id, its state): one query of tuples, no
+    model instances (a fan-in of a thousand reads a thousand small rows per change)."""
+    latest: dict[str, tuple] = {}
+    rows = run.executions.order_by("id").values_list("job_id", "id", "status")
+    for job_id, pk, status in rows:
+        latest[str(job_id)] = (pk, JOB_STATE_OF[status])
+    return latest
+
+
+def _release_or_skip(run: PipelineRun, candidates: list[str], states: dict) -> bool:
     """Release each pending candidate whose needs all succeeded (or may fail), with their
-    outputs; skip one with a need that did not succeed, and then what needs it."""
-    pipeline_status = (
-        Pipeline.objects.filter(pk=run.pipeline_id).values_list("status", flat=True).first()
-    )
+    outputs; skip one with a need that did not succeed, and then what needs it. Whether
+    anything was released. ``states`` is updated with what changed."""
     allowed = set(run.allow_failure)
+    active = run.pipeline.status == PipelineStatus.ACTIVE and not run.cancel_requested
     todo = list(dict.fromkeys(candidates))
+    released = False
     while todo:
-        latest = _latest(run, {*todo, *(n for job in todo for n in run.graph.get(job, []))})
-        skipped = []
+        ready, blocked = [], {}
         for job_id in todo:
-            execution = latest.get(job_id)
-            if execution is None or state_of(execution) != J.PENDING:
+            if states.get(job_id, (None, None))[1] != J.PENDING:
                 continue
-            needs = [latest[n] for n in run.graph.get(job_id, []) if n in latest]
+            needs = [(n, states[n]) for n in run.graph.get(job_id, []) if n in states]
             blocking = [
                 n
-                for n in needs
-                if state_of(n) in (J.SKIPPED, J.CANCELLED)
-                or (state_of(n) == J.FAILED and str(n.job_id) not in allowed)
+                for n, (_, state) in needs
+                if state in (J.SKIPPED, J.CANCELLED) or (state == J.FAILED and n not in allowed)
             ]
             if blocking:
-                names = ", ".join(str(n.job) for n in blocking)
-                reason = f"Skipped: a job it needs did not succeed ({names})."
-                if executions.execution_skip(execution=execution, reason=reason):
-                    skipped.append(job_id)
-            elif pipeline_status == PipelineStatus.ACTIVE and all(
-                state_of(n) in (J.SUCCEEDED, J.FAILED) for n in needs
-            ):
-                outputs: dict[str, str] = {}
-                for need in needs:
-                    outputs.update(need.outputs)
-                executions.execution_release(execution=execution, env=outputs)
+                blocked[job_id] = blocking
+            elif active and all(state in (J.SUCCEEDED, J.FAILED) for _, (_, state) in needs):
+                ready.append((job_id, [pk for _, (pk, _) in needs]))
+        if ready:
+            released |= _release(run, ready, states)
+        skipped = _skip(run, blocked, states) if blocked else []
         todo = [child for job in skipped for child in _dependants(run).get(job, [])]
+    return released
 
 
-def _finish_if_done(run: PipelineRun) -> None:
-    if run.executions.filter(status__in=("pending", "queued", "running")).exists():
+def _release(run: PipelineRun, ready: list[tuple[str, list]], states: dict) -> bool:
+    """Queue the ready jobs, each with its needs' outputs (read for these only)."""
+    need_ids = {pk for _, needs in ready for pk in needs}
+    outputs = dict(
+        Execution.objects.filter(pk__in=need_ids).exclude(outputs={}).values_list("pk", "outputs")
+    )
+    pending = {
+        str(e.job_id): e
+        for e in run.executions.filter(
+            pk__in=[states[job_id][0] for job_id, _ in ready], status="pending"
+        )
+    }
+    releases = []
+    for job_id, needs in ready:
+        if job_id in pending:
+            env: dict[str, str] = {}
+            for pk in needs:
+                env.update(outputs.get(pk, {}))
+            releases.append((pending[job_id], env))
+    done = executions.executions_release(releases=releases)
+    for execution in done:
+        states[str(execution.job_id)] = (execution.pk, state_of(execution))
+    return bool(done)
+
+
+def _skip(run: PipelineRun, blocked: dict[str, list[str]], states: dict) -> list[str]:
+    names = dict(
+        Job.objects.filter(pk__in={n for ns in blocked.values() for n in ns}).values_list(
+            "pk", "name"
+        )
+    )
+    skipped = []
+    for execution in run.executions.filter(
+        pk__in=[states[job_id][0] for job_id in blocked], status="pending"
+    ):
+        job_id = str(execution.job_id)
+        listed = ", ".join(names.get(uuid.UUID(n), n) for n in blocked[job_id])
+        reason = f"Skipped: a job it needs did not succeed ({listed})."
+        if executions.execution_skip(execution=execution, reason=reason):
+            states[job_id] = (execution.pk, J.SKIPPED)
+            skipped.append(job_id)
+    return skipped
+
+
+def _finish_if_done(run: PipelineRun, states: dict) -> None:
+    if any(state in ACTIVE_JOB for _, state in states.values()):
         return
-    states = {job_id: state_of(e) for job_id, e in nodes(run).items()}
     allowed = set(run.allow_failure)
     failed = any(
         state in (J.SKIPPED, J.CANCELLED) or (state == J.FAILED and job_id not in allowed)
-        for job_id, state in states.items()
+        for job_id, (_, state) in states.items()
     )
     status = R.CANCELLED if run.cancel_requested else (R.FAILED if failed else R.SUCCEEDED)
     run.finish(status=status, now=clock.now())
@@ -238,6 +313,7 @@ def _finish_if_done(run: PipelineRun) -> None:
 
 
 def _finished(run: PipelineRun) -> None:
+    outbox.run_event(run, "finished")
     metrics.inc("hodei_pipeline_runs_finished_total", status=run.status)
     if run.duration_ms is not None:
         seconds = run.duration_ms / 1000
@@ -251,28 +327,31 @@ def _finished(run: PipelineRun) -> None:
     )
 
 
-@transaction.atomic
 def pipeline_run_cancel(*, run: PipelineRun) -> PipelineRun:
     """Cancel: pending and queued jobs end cancelled, running ones are killed as an
-    execution cancel does; the run is cancelled. 409 once it has finished."""
-    if run.status not in (R.QUEUED, R.RUNNING):
-        run.refresh_from_db()
-        raise Conflict(f"The run is already {run.status}; it cannot be cancelled.")
-    runs = _advancing.__dict__.setdefault("runs", set())
-    runs.add(run.pk)
-    try:
-        # Executions first, then the run: the order every settle takes its locks in.
+    execution cancel does; the run is cancelled. 409 once it has finished.
+
+    In three steps, each its own transaction when the caller has none: mark the run (no
+    advance releases anything of it from then on), cancel its executions one by one
+    (each locks only its own row, as a settle does first), then end the run. No lock is
+    held while taking another in the opposite order, so a settle never deadlocks with it."""
+    with transaction.atomic():
+        locked = PipelineRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status not in (R.QUEUED, R.RUNNING):
+            raise Conflict(f"The run is already {locked.status}; it cannot be cancelled.")
+        if not locked.cancel_requested:
+            locked._set(cancel_requested=True)
+    with _advancing_run(run):
         for execution in run.executions.filter(status__in=("pending", "queued", "running")):
             try:
                 executions.execution_cancel(execution=execution)
             except Conflict:
                 pass  # finished meanwhile
+    with transaction.atomic():
         run = PipelineRun.objects.select_for_update().get(pk=run.pk)
         if run.status in (R.QUEUED, R.RUNNING):
             run.cancel(now=clock.now())
             _finished(run)
-    finally:
-        runs.discard(run.pk)
     return run
 
 
@@ -289,9 +368,7 @@ def pipeline_run_retry(*, run: PipelineRun) -> PipelineRun:
             "can be retried."
         )
     run.reopen()
-    runs = _advancing.__dict__.setdefault("runs", set())
-    runs.add(run.pk)
-    try:
+    with _advancing_run(run):
         for execution in again:
             executions.execution_enqueue(
                 job=execution.job,
@@ -301,8 +378,6 @@ def pipeline_run_retry(*, run: PipelineRun) -> PipelineRun:
                 pending=True,
                 retry_of=execution if execution.status != "skipped" else None,
             )
-    finally:
-        runs.discard(run.pk)
     _advance(run)
     return run
 
@@ -347,3 +422,17 @@ def _topological(graph: dict[str, list[str]]) -> list[str]:
                 ready.append(child)
         ready.sort()
     return order + sorted(set(graph) - set(order))
+
+
+def explain_pending(execution: Execution):
+    """The worker manager's question: why does this pending job of a run wait? It names
+    the jobs it needs that have not succeeded yet."""
+    if execution.pipeline_run_id is None or execution.job_id is None:
+        return None
+    run = execution.pipeline_run
+    needs = run.graph.get(str(execution.job_id), [])
+    latest = _latest(run, needs)
+    open_needs = [f"{e.job} ({state_of(e)})" for e in latest.values() if state_of(e) != J.SUCCEEDED]
+    if not open_needs:
+        return ("dependencies", "Its needs are done: it is about to be released.")
+    return ("dependencies", f"It waits for the jobs it needs: {', '.join(open_needs)}.")

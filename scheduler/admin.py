@@ -32,6 +32,7 @@ class ScheduleForm(forms.ModelForm):
             "schedule_time",
             "overlap_policy",
             "misfire_policy",
+            "alert_after_seconds",
         ]
         help_texts = {
             "cron": "5 fields (minute hour day month weekday), or 6 with leading seconds.",
@@ -170,17 +171,18 @@ class ScheduleAdmin(admin.ModelAdmin):
         "runs",
         "when",
         "status_badge",
+        "health_badge",
         "next_run",
         "last_run",
         "overlap_policy",
     )
-    list_filter = ("status", "overlap_policy", "misfire_policy")
+    list_filter = ("status", "health", "overlap_policy", "misfire_policy")
     list_select_related = ("job", "pipeline")
     search_fields = ("name", "cron", "job__name", "pipeline__name")
     raw_id_fields = ("job", "pipeline")
     actions = ("enable_selected", "pause_selected", "run_now")
     inlines = [ScheduleFireInline]
-    readonly_fields = ("status_badge", "last_run", "next_run")
+    readonly_fields = ("status_badge", "health_badge", "last_run", "next_run")
     change_form_template = "admin/scheduler/schedule/change_form.html"
 
     @admin.display(description="status", ordering="status")
@@ -192,6 +194,20 @@ class ScheduleAdmin(admin.ModelAdmin):
         if obj.pipeline_id:
             return format_html("pipeline {}", obj.pipeline)
         return format_html("job {}", obj.job)
+
+    @admin.display(description="health", ordering="health")
+    def health_badge(self, obj):
+        """Dead-man alerting: up, down (with why), or – when it has none."""
+        if obj.alert_after_seconds is None:
+            return "–"
+        if obj.health == "down":
+            return format_html(
+                '{} <span class="hodei-muted" title="{}">since {}</span>',
+                status_pill("down"),
+                obj.health_reason,
+                moment(obj.down_since, tz=obj.timezone, compact=True),
+            )
+        return status_pill(obj.health)
 
     @admin.display(description="when")
     def when(self, obj):

@@ -27,3 +27,12 @@ class FireOutcome(models.TextChoices):
     REPLACED = "replaced"  # replace: the previous run was cancelled for this one
     MISSED = "missed"  # the scheduler was down at the time; misfire policy skip
     CAUGHT_UP = "caught_up"  # missed slots covered by one run_once catch-up execution
+
+
+class ScheduleHealth(models.TextChoices):
+    """Dead-man alerting (a schedule with alert_after_seconds): did its last slot whose
+    grace has passed succeed in time?"""
+
+    UNKNOWN = "unknown"  # no alerting, or no slot's grace has passed yet
+    UP = "up"
+    DOWN = "down"

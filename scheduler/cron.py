@@ -103,6 +103,22 @@ def next_fire_times(expr: str, tz_name: str, *, after: datetime, count: int) -> 
     return out
 
 
+def previous_fire_time(expr: str, tz_name: str, *, at_or_before: datetime) -> datetime | None:
+    """The latest fire instant at or before ``at_or_before`` (aware UTC), or None."""
+    tz = parse_timezone(tz_name)
+    local = at_or_before.astimezone(tz).replace(tzinfo=None)
+    iterator = croniter(expr, local + timedelta(seconds=1), second_at_beginning=has_seconds(expr))
+    for _ in range(4):  # a wall time in a gap or a repeated hour: step back again
+        try:
+            wall = iterator.get_prev(datetime)
+        except CroniterBadDateError:
+            return None
+        instant = _wall_to_instant(wall, tz)
+        if instant <= at_or_before:
+            return instant
+    return None
+
+
 def _wall_to_instant(wall: datetime, tz: ZoneInfo) -> datetime:
     aware = wall.replace(tzinfo=tz, fold=0)
     if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:

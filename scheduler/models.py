@@ -6,7 +6,13 @@ from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from hodei.lib.validators import plain_text
-from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
+from scheduler.choices import (
+    FireOutcome,
+    MisfirePolicy,
+    OverlapPolicy,
+    ScheduleHealth,
+    ScheduleStatus,
+)
 
 St = ScheduleStatus
 
@@ -49,6 +55,20 @@ class Schedule(models.Model):
     )
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
+    alert_after_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Dead-man alert: a slot whose run has not succeeded this long after it "
+        "turns the schedule down (failed, still running, never started or never fired).",
+    )
+    alert_from = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Slots before this are not checked."
+    )
+    health = models.CharField(
+        max_length=8, choices=ScheduleHealth.choices, default=ScheduleHealth.UNKNOWN
+    )
+    health_reason = models.CharField(max_length=255, blank=True, default="")
+    down_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=clock.now, editable=False)
     updated_at = models.DateTimeField(default=clock.now)
 
@@ -182,3 +202,14 @@ class ScheduleFire(models.Model):
     @property
     def lag_ms(self) -> int:
         return int((self.fired_at - self.slot_at).total_seconds() * 1000)
+
+
+class ClusterHeartbeat(models.Model):
+    """A qcluster process was alive at ``seen_at`` (its ticker, or its periodic task):
+    the scheduler's /health says degraded when none has been seen for a while."""
+
+    name = models.CharField(max_length=255, primary_key=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

@@ -21,7 +21,14 @@ from orchestrator.models import Job, Pipeline
 from pipelines.choices import ACTIVE_RUN, RunTrigger
 from pipelines.models import PipelineRun
 from pipelines.services import pipeline_run_cancel, pipeline_run_start
-from scheduler.choices import FireOutcome, MisfirePolicy, OverlapPolicy, ScheduleStatus
+from scheduler import outbox
+from scheduler.choices import (
+    FireOutcome,
+    MisfirePolicy,
+    OverlapPolicy,
+    ScheduleHealth,
+    ScheduleStatus,
+)
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
 from scheduler.models import Schedule, ScheduleFire
 from telemetry import metrics
@@ -129,6 +136,7 @@ def schedule_create(
     enabled: bool = True,
     overlap_policy: str = Schedule._meta.get_field("overlap_policy").default,
     misfire_policy: str = Schedule._meta.get_field("misfire_policy").default,
+    alert_after_seconds: int | None = None,
 ) -> Schedule:
     _target(job, pipeline)
     cron = validate_timing(cron=cron, schedule_time=schedule_time, timezone=timezone)
@@ -144,6 +152,8 @@ def schedule_create(
         status=ScheduleStatus.SCHEDULED if enabled else ScheduleStatus.PAUSED,
         overlap_policy=overlap_policy,
         misfire_policy=misfire_policy,
+        alert_after_seconds=alert_after_seconds,
+        alert_from=now if alert_after_seconds else None,
         created_at=now,
         updated_at=now,
     )
@@ -156,7 +166,14 @@ def schedule_create(
 
 
 TIMING_FIELDS = ("cron", "timezone", "schedule_time")
-PLAIN_FIELDS = ("name", "overlap_policy", "misfire_policy", "job", "pipeline")
+PLAIN_FIELDS = (
+    "name",
+    "overlap_policy",
+    "misfire_policy",
+    "job",
+    "pipeline",
+    "alert_after_seconds",
+)
 
 
 @transaction.atomic
@@ -193,6 +210,10 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
         fields.update(merged)
         if merged["schedule_time"] is not None and "schedule_time" in timing:
             fields["last_run_at"] = None  # a new one-off time: it has not fired yet
+    if "alert_after_seconds" in fields and fields["alert_after_seconds"] != (
+        schedule.alert_after_seconds
+    ):
+        _rearm_alerting(schedule, now=now)
     for name, value in fields.items():
         setattr(schedule, name, value)
     schedule.updated_at = now
@@ -202,9 +223,20 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
     if enabled is False:
         schedule.pause(now=now)
     elif enabled is True:
+        if schedule.status == ScheduleStatus.PAUSED:
+            _rearm_alerting(schedule, now=now)  # slots missed while paused do not alert
+            schedule.save(update_fields=["alert_from", "health", "health_reason", "down_since"])
         schedule.resume(next_run_at=_next_slot(schedule, after=now), now=now)
     _sync_engine(schedule)
     return schedule
+
+
+def _rearm_alerting(schedule: Schedule, *, now: datetime) -> None:
+    """Alerting (re)starts now: earlier slots are not held against the schedule."""
+    schedule.alert_from = now
+    schedule.health = ScheduleHealth.UNKNOWN
+    schedule.health_reason = ""
+    schedule.down_since = None
 
 
 @transaction.atomic
@@ -329,7 +361,7 @@ def _record(schedule, slot, outcome, *, now, execution=None, detail="", is_manua
     """Claim ``slot`` in the history; None if it was handled already."""
     try:
         with transaction.atomic():
-            return ScheduleFire.objects.create(
+            fire = ScheduleFire.objects.create(
                 schedule=schedule,
                 slot_at=slot,
                 outcome=outcome,
@@ -340,6 +372,9 @@ def _record(schedule, slot, outcome, *, now, execution=None, detail="", is_manua
             )
     except IntegrityError:
         return None
+    if outcome != FireOutcome.FIRED:  # a fired slot tells of itself once its run exists
+        outbox.fire_event(schedule, fire)
+    return fire
 
 
 def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFire | None:
@@ -397,6 +432,7 @@ def _fire_slot(schedule, slot, *, now, detail="", is_manual=False) -> ScheduleFi
             job=schedule.job, trigger=Trigger.SCHEDULE, schedule=schedule, scheduled_for=slot
         )
     claim.save(update_fields=["execution", "pipeline_run", "outcome", "detail"])
+    outbox.fire_event(schedule, claim)
     if not is_manual:
         metrics.observe("hodei_schedule_fire_lag_seconds", claim.lag_ms / 1000)
     return claim

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from scheduler import services
+from scheduler import health, services
 
 
 def fire_schedule(schedule_id: str, slot: str | None = None) -> str:
@@ -14,4 +14,6 @@ def fire_schedule(schedule_id: str, slot: str | None = None) -> str:
 
 
 def maintain_schedules() -> str:
-    return f"re-fired {services.schedules_resync()} stale schedule(s)"
+    health.cluster_seen()
+    changed = health.schedules_check_health()
+    return f"re-fired {services.schedules_resync()} stale schedule(s); {changed} changed health"

@@ -19,9 +19,12 @@ from django_q.models import Schedule as EngineSchedule
 from django_q.scheduler import scheduler as engine_scheduler
 
 from hodei.lib.listen import Listener
+from scheduler.health import cluster_seen
 from scheduler.services import SCHEDULES_CHANNEL, TICKER_HORIZON_SECONDS
 
 log = logging.getLogger("hodei.scheduler")
+# The ticker tells /health that this qcluster is alive this often.
+SEEN_EVERY_SECONDS = 5.0
 
 
 class Ticker:
@@ -30,12 +33,16 @@ class Ticker:
         self.max_wait = max_wait
         self.listener = Listener([SCHEDULES_CHANNEL])
         self.listener.start()
+        self._seen_at = 0.0
 
     def next_due(self):
         return EngineSchedule.objects.exclude(repeats=0).aggregate(due=Min("next_run"))["due"]
 
     def step(self) -> bool:
         """Fire what is due, or wait until something may be. Returns whether it fired."""
+        if time.monotonic() - self._seen_at >= SEEN_EVERY_SECONDS:
+            cluster_seen()
+            self._seen_at = time.monotonic()
         due = self.next_due()
         now = timezone.now()
         # django-q2 fires rows with next_run < now (strictly).

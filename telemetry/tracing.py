@@ -29,17 +29,15 @@ def tracing_requested() -> bool:
     )
 
 
-def setup_tracing(service: str, *, exporter=None) -> bool:
+def setup_tracing(service: str, *, exporter=None, instrument_django: bool = True) -> bool:
     """Install the SDK for this process if asked to (or given an ``exporter``, as tests
-    do with the in-memory one). Returns whether tracing is on."""
+    do with the in-memory one). Returns whether tracing is on. ``instrument_django``
+    False: no Django or database instrumentation (the HTTP agent, which has neither)."""
     global _configured
     if _configured:
         return True
     if exporter is None and not tracing_requested():
         return False
-    from opentelemetry.instrumentation.django import DjangoInstrumentor
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -55,10 +53,15 @@ def setup_tracing(service: str, *, exporter=None) -> bool:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    DjangoInstrumentor().instrument()
-    PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
-    # The embedded SQLite database of `make run` is traced the same way.
-    SQLite3Instrumentor().instrument()
+    if instrument_django:
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+        from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+        DjangoInstrumentor().instrument()
+        PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
+        # The embedded SQLite database of `make run` is traced the same way.
+        SQLite3Instrumentor().instrument()
     _configured = True
     return True
 

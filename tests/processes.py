@@ -67,12 +67,18 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int | None:
 
 
 def start_service(
-    env: dict, service: str, *, args=(), healthy: bool = True, timeout: float = 30.0
+    env: dict,
+    service: str,
+    *,
+    args=(),
+    healthy: bool = True,
+    timeout: float = 30.0,
+    port: int | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """Serve ``service`` with gunicorn on a free port (extra gunicorn ``args`` win over the
-    defaults) and wait until /health answers: 200, or any answer unless ``healthy``.
-    Its output goes to ``proc.log_path``."""
-    port = free_port()
+    """Serve ``service`` with gunicorn on ``port`` (default: a free one; extra gunicorn
+    ``args`` win over the defaults) and wait until /health answers: 200, or any answer
+    unless ``healthy``. Its output goes to ``proc.log_path``."""
+    port = port or free_port()
     fd, log_name = tempfile.mkstemp(prefix=f"gunicorn-{service}-", suffix=".log")
     proc = subprocess.Popen(
         [
@@ -132,6 +138,21 @@ def start_qcluster(env: dict) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    return proc
+
+
+def start_relay(env: dict) -> subprocess.Popen:
+    """Start ``manage.py relayevents``; its log goes to ``proc.log_path``."""
+    fd, log_name = tempfile.mkstemp(prefix="relay-", suffix=".log")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "relayevents"],
+        cwd=ROOT,
+        env=env,
+        stdout=fd,
+        stderr=subprocess.STDOUT,
+    )
+    os.close(fd)
+    proc.log_path = Path(log_name)
     return proc
 
 

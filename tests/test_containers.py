@@ -17,7 +17,7 @@ from django.core.management import get_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORTS = {"orchestrator": 8080, "scheduler": 8081, "workermanager": 8082}
-LONG_RUNNING = (*API_PORTS, "qcluster", "agent")
+LONG_RUNNING = (*API_PORTS, "qcluster", "relay", "agent")
 ALL_SERVICES = ("db", "migrate", *LONG_RUNNING)
 SHELLS = ("sh", "bash")
 

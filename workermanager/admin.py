@@ -1,6 +1,10 @@
+import threading
+import time
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, JsonResponse, StreamingHttpResponse
@@ -10,14 +14,21 @@ from django.utils.html import format_html
 
 from accounts import permissions
 from hodei.admin_tools import CappedCountPaginator, apply_each
+from hodei.api.fields import LABEL_KEY
 from hodei.exceptions import HodeiError, InvalidTransition
 from hodei.lib import clock
+from hodei.lib.durations import parse_duration
 from hodei.lib.lookup import id_prefix_range
 from hodei.templatetags.hodei import hodei_duration, hodei_ms, moment, status_pill
 from orchestrator.models import Job
-from workermanager import managed, selectors, services
+from workermanager import credentials, managed, selectors, services, waiting
 from workermanager.choices import ACTIVE, MANAGED_LIVE, ExecutionStatus, Trigger
-from workermanager.models import Execution, ManagedWorker, Worker
+from workermanager.models import (
+    Execution,
+    ManagedWorker,
+    RegistrationToken,
+    Worker,
+)
 
 NO_SANDBOX = (
     "Its commands run unsandboxed, as the agent's own user: they can read its environment "
@@ -51,6 +62,16 @@ class WorkerTypeFilter(admin.SimpleListFilter):
         return queryset if value is None else queryset.filter(worker_type=value)
 
 
+_memo = threading.local()
+
+
+def _list_memo() -> dict:
+    """What one page of the list learnt about each worker type's workers (for a second)."""
+    if getattr(_memo, "at", 0) < time.monotonic() - 1:
+        _memo.at, _memo.value = time.monotonic(), {}
+    return _memo.value
+
+
 @admin.register(Execution)
 class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     # What an operator looks for first; the rest is on the execution's page.
@@ -59,7 +80,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         "status_badge",
         "job_link",
         "command_preview",
-        "worker",
+        "worker_or_wait",
         "started",
         "duration",
         "exit_code",
@@ -82,6 +103,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     readonly_fields = (
         "id",
         "status_badge",
+        "waiting",
         "job_link",
         "command",
         "type",
@@ -109,7 +131,18 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("id", "status_badge", "job_link", "command", "type", "exit_code", "error")},
+            {
+                "fields": (
+                    "id",
+                    "status_badge",
+                    "waiting",
+                    "job_link",
+                    "command",
+                    "type",
+                    "exit_code",
+                    "error",
+                )
+            },
         ),
         ("Times", {"fields": ("created", "available", "started", "finished", "duration")}),
         (
@@ -177,6 +210,33 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         return status_pill(obj.status)
+
+    @admin.display(description="why it waits")
+    def waiting(self, obj):
+        reason = waiting.waiting_reason(obj)
+        if reason is None:
+            return "–"
+        return format_html(
+            '<span data-waiting="{}"><code>{}</code> {} <span class="hodei-muted">(since {})'
+            "</span></span>",
+            reason.code,
+            reason.code,
+            reason.message,
+            moment(reason.since),
+        )
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_or_wait(self, obj):
+        """The worker, or for a queued or pending execution why it waits (in brief)."""
+        if obj.status not in ("queued", "pending"):
+            return obj.worker or "–"
+        reason = waiting.waiting_reason(obj, brief=True, memo=_list_memo())
+        return format_html(
+            '<span class="hodei-muted" title="{}" data-waiting="{}">waiting: {}</span>',
+            reason.message,
+            reason.code,
+            reason.code.replace("_", " "),
+        )
 
     @admin.display(description="job", ordering="job")
     def job_link(self, obj):
@@ -522,7 +582,7 @@ class WorkerAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "type")
     search_fields = ("name", "hostname", "type")
-    actions = ("drain_selected", "undrain_selected")
+    actions = ("drain_selected", "undrain_selected", "revoke_credential_selected")
     inlines = [RunningExecutionInline]
     readonly_fields = (
         "name",
@@ -539,6 +599,7 @@ class WorkerAdmin(admin.ModelAdmin):
         "stopped_at",
         "heartbeat",
         "in_use",
+        "credential",
         "executions_link",
     )
 
@@ -599,4 +660,148 @@ class WorkerAdmin(admin.ModelAdmin):
     def undrain_selected(self, request, queryset):
         apply_each(
             self, request, queryset, Worker.undrain, done="{count} worker(s) taking work again."
+        )
+
+    @admin.display(description="credential")
+    def credential(self, obj):
+        """Its agent's credential over HTTP, if it has one (a database agent has none)."""
+        current = obj.credentials.order_by("-id").first()
+        if current is None:
+            return "none (a database agent)"
+        if current.revoked_at is not None:
+            return format_html(
+                "{}… revoked {}: {}",
+                current.prefix,
+                moment(current.revoked_at),
+                current.revoked_reason or "revoked",
+            )
+        return format_html(
+            "{}… issued {}, last used {}",
+            current.prefix,
+            moment(current.created_at),
+            moment(current.last_used_at) if current.last_used_at else "never",
+        )
+
+    @admin.action(
+        description="Revoke credential: its agent stops at its next request", permissions=["change"]
+    )
+    def revoke_credential_selected(self, request, queryset):
+        def revoke(worker):
+            if not credentials.worker_credential_revoke(worker=worker):
+                raise InvalidTransition("it has no valid credential (a database agent?).")
+
+        apply_each(
+            self, request, queryset, revoke, done="Revoked {count} credential(s).", label=str
+        )
+
+
+class RegistrationTokenForm(forms.ModelForm):
+    """What a new registration token is: the token itself is made on saving."""
+
+    expires = forms.CharField(
+        required=False,
+        help_text="How long it is valid, such as 7d, 12h or 2w. Empty: until revoked.",
+    )
+    uses = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="How many agents may register with it. Empty: no limit.",
+    )
+
+    class Meta:
+        model = RegistrationToken
+        fields = ("name", "worker_type", "labels")
+
+    def clean_expires(self):
+        raw = self.cleaned_data["expires"].strip()
+        try:
+            return parse_duration(raw) if raw else None
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def clean_labels(self):
+        labels = self.cleaned_data["labels"] or {}
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and LABEL_KEY.fullmatch(k) and isinstance(v, str)
+            for k, v in labels.items()
+        ):
+            raise ValidationError('A JSON object of label names to strings: {"zone": "eu"}.')
+        return labels
+
+
+@admin.register(RegistrationToken)
+class RegistrationTokenAdmin(admin.ModelAdmin):
+    """Tokens for agents on other machines: made here (or with `hodei
+    createregistrationtoken`), shown once, then only revoked."""
+
+    form = RegistrationTokenForm
+    list_display = (
+        "prefix",
+        "name",
+        "worker_type",
+        "uses_left",
+        "expires_at",
+        "revoked_at",
+        "created_by",
+        "last_used_at",
+    )
+    list_select_related = ("created_by",)
+    list_filter = ("worker_type",)
+    search_fields = ("prefix", "name")
+    actions = ("revoke_selected",)
+    readonly = (
+        "prefix",
+        "name",
+        "worker_type",
+        "labels",
+        "uses_left",
+        "expires_at",
+        "revoked_at",
+        "created_by",
+        "created_at",
+        "last_used_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "worker_type", "labels", "expires", "uses")
+        return self.readonly
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoked, never deleted: its agents' credentials point at it
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            raise RuntimeError("a registration token is never edited, only revoked")
+        data = form.cleaned_data
+        token, raw = credentials.registration_token_create(
+            created_by=request.user,
+            name=data["name"],
+            worker_type=data["worker_type"],
+            labels=data["labels"],
+            lifetime=data["expires"],
+            uses=data["uses"],
+        )
+        obj.pk = token.pk
+        self.message_user(
+            request,
+            f"The registration token, shown this once (copy it now): {raw}  On the agent's "
+            f"machine: hodei-agent --server URL --registration-token {raw}",
+            messages.WARNING,
+        )
+
+    @admin.action(
+        description="Revoke selected tokens: no new registrations", permissions=["change"]
+    )
+    def revoke_selected(self, request, queryset):
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda token: token.revoke(now=clock.now()),
+            done="Revoked {count} registration token(s).",
+            label=lambda token: f"{token.prefix}…",
         )

@@ -1,17 +1,33 @@
 """What agents ask of the control plane, whatever the transport: the database agent
 (``agent.transport_db``) calls these functions in its own process, the HTTP endpoints
-under ``/api/v1/agent/`` call them for remote agents. One owner of claim, heartbeat,
-control, log storage and settlement; two transports."""
+under ``/api/v1/agent/`` call them for remote agents. One owner of registration,
+claim, heartbeat, control, log storage and settlement; two transports."""
 
+import select
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import transaction
 
+from hodei.exceptions import Forbidden, InvalidInput
 from hodei.lib import clock
+from hodei.lib.listen import Listener
 from hodei.lib.secrets import decrypt_env
 from orchestrator.choices import Network
 from orchestrator.models import Job
-from workermanager import services, workers
+from workermanager import credentials, outbox, services, workers
 from workermanager.choices import ExecutionStatus, WorkerStatus
-from workermanager.models import Execution, Worker
+from workermanager.models import Execution, RegistrationToken, Worker, WorkerCredential
+from workermanager.notify import CHANNEL
+
+# The longest a claim waits for work (an HTTP long-poll).
+CLAIM_WAIT_MAX_SECONDS = 30.0
+# An execution claimed for a worker this long ago that its agent does not say it runs
+# was never received (longer than any claim's answer can take to arrive).
+ORPHAN_GRACE_SECONDS = 2 * CLAIM_WAIT_MAX_SECONDS
 
 
 def assignments(executions: list[Execution]) -> list[dict]:
@@ -46,22 +62,189 @@ def assignments(executions: list[Execution]) -> list[dict]:
     ]
 
 
+@transaction.atomic
+def agent_register(
+    *,
+    registration_token: RegistrationToken | None = None,
+    credential: WorkerCredential | None = None,
+    type: str = "",
+    name: str = "",
+    labels: dict | None = None,
+    capacity: int = 1,
+    hostname: str = "",
+    version: str = "",
+    pid: int | None = None,
+    isolation: str = "",
+) -> tuple[Worker, str]:
+    """Register an HTTP agent, with a registration token (a new credential is issued,
+    replacing any the worker of that name had) or with its worker credential (a managed
+    worker, or an agent that kept its credential: it keeps it). Returns the worker and
+    the new raw credential ("" when the agent registered with its credential)."""
+    labels = dict(labels or {})
+    if credential is not None:
+        worker = credential.worker
+        for field, given in (("name", name), ("type", type)):
+            if given and given != getattr(worker, field):
+                raise Forbidden(
+                    f"This credential is worker {worker.name}'s (type {worker.type}); it "
+                    f"cannot register {field} {given!r}."
+                )
+        type, name = worker.type, worker.name
+    else:
+        if registration_token.worker_type:
+            if type and type != registration_token.worker_type:
+                raise Forbidden(
+                    f"This registration token registers agents of type "
+                    f"{registration_token.worker_type!r} only, not {type!r}."
+                )
+            type = registration_token.worker_type
+        if not type:
+            raise InvalidInput("A worker type is required.", fields={"type": ["Required."]})
+        if name and Worker.objects.filter(name=name).exclude(type=type).exists():
+            # Registering under a name takes that worker over (its credential is
+            # replaced): never one of another type than the token allows.
+            raise Forbidden(f"A worker named {name!r} of another type exists: choose another name.")
+        # The operator's labels win over the agent's own.
+        labels.update(registration_token.labels)
+        if not registration_token.use(now=clock.now()):
+            problem = registration_token.problem(now=clock.now())
+            raise credentials.Refused(problem or "The registration token cannot be used.")
+    worker, _ = workers.worker_register(
+        type=type,
+        name=name,
+        labels=labels,
+        capacity=capacity,
+        hostname=hostname,
+        version=version,
+        pid=pid,
+        isolation=isolation or Worker._meta.get_field("isolation").default,
+    )
+    if credential is not None:
+        return worker, ""
+    return worker, credentials.worker_credential_issue(
+        worker=worker, registration_token=registration_token
+    )
+
+
 def agent_claim(*, worker: Worker, limit: int) -> list[dict]:
-    """Claim up to ``limit`` queued executions for ``worker``. (A draining agent asks
-    for none: its heartbeat told it to drain.)"""
+    """Claim up to ``limit`` queued executions for ``worker``, if it is online (a
+    draining agent asks for none: its heartbeat told it to drain; an offline one, or
+    one whose operator drained it during a long-poll, gets none)."""
     if limit <= 0:
         return []
-    return assignments(services.executions_claim(worker=worker, limit=limit))
+    with transaction.atomic():
+        # The worker's row stays locked until the claim commits: a go_offline (or
+        # reaper) that changes its status waits, then sees what was claimed and loses
+        # it; a claim after it sees the worker offline and takes nothing. Nothing is
+        # ever left running on a worker that has gone.
+        online = Worker.objects.select_for_update(no_key=True).filter(
+            pk=worker.pk, status=WorkerStatus.ONLINE
+        )
+        if not list(online.values_list("pk", flat=True)):
+            return []
+        claimed = services.executions_claim(worker=worker, limit=limit)
+    return assignments(claimed)
 
 
-def agent_heartbeat(*, worker: Worker) -> dict:
-    """Record that ``worker`` is alive; tell it whether it drains. Heartbeats also reap
+_long_polls: threading.BoundedSemaphore | None = None
+_long_polls_lock = threading.Lock()
+
+
+def _long_poll_slot() -> bool:
+    """Take one of this process's long-poll slots (HODEI_AGENT_LONG_POLLS): a waiting
+    claim holds a web thread, so at most that many wait at once and the others answer
+    at once (their agents poll instead). The service never runs out of threads."""
+    global _long_polls
+    with _long_polls_lock:
+        if _long_polls is None:
+            _long_polls = threading.BoundedSemaphore(settings.HODEI_AGENT_LONG_POLLS)
+    return _long_polls.acquire(blocking=False)
+
+
+def agent_claim_wait(
+    *,
+    worker: Worker,
+    limit: int,
+    wait_seconds: float,
+    still_allowed: Callable[[], bool] = lambda: True,
+) -> list[dict]:
+    """Claim up to ``limit`` executions for ``worker``; if there are none, wait up to
+    ``wait_seconds`` (at most CLAIM_WAIT_MAX_SECONDS) and claim as soon as work of its
+    type is queued. Returns [] when the time is up.
+
+    On PostgreSQL the wait is a LISTEN on the channel the database agents listen on,
+    over a dedicated connection of this request (never Django's, DESIGN.md), so work is
+    handed over milliseconds after it is queued; the claim is also tried again every
+    HODEI_POLL_SECONDS, as the database agents poll, for retries whose delay ran out (no
+    NOTIFY marks that). On SQLite there is no NOTIFY: it polls. ``still_allowed`` is
+    asked before every claim: a credential revoked meanwhile claims nothing more."""
+    wait_seconds = min(max(wait_seconds, 0.0), CLAIM_WAIT_MAX_SECONDS)
+    if wait_seconds == 0 or limit <= 0 or not _long_poll_slot():
+        return agent_claim(worker=worker, limit=limit) if still_allowed() else []
+    deadline = time.monotonic() + wait_seconds
+    # LISTEN before the first claim: work queued between that claim and a later LISTEN
+    # would go unnoticed until the next poll.
+    listener = Listener([CHANNEL])
+    try:
+        listener.start()
+        while still_allowed():
+            claimed = agent_claim(worker=worker, limit=limit)
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                return claimed
+            _wait_for_work(
+                listener,
+                worker_type=worker.type,
+                seconds=min(remaining, settings.HODEI_POLL_SECONDS),
+            )
+        return []
+    finally:
+        listener.close()
+        _long_polls.release()
+
+
+def _wait_for_work(listener: Listener, *, worker_type: str, seconds: float) -> None:
+    """Until work this worker may take is announced, or ``seconds`` have passed."""
+    if not listener.alive:
+        time.sleep(seconds)
+        return
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([listener.fileno()], [], [], remaining)
+        if not ready:
+            return
+        # The payload is the execution's worker type ("" for any); a lost connection
+        # yields ("", ""): look at once, then poll.
+        if any(payload in ("", worker_type) for _, payload in listener.drain()):
+            return
+        if not listener.alive:
+            return
+
+
+def agent_heartbeat(*, worker: Worker, running: list[str] | None = None) -> dict:
+    """Record that ``worker`` is alive; tell it whether it drains and (given what it
+    runs) which of its commands to kill (``agent_control``). Heartbeats also reap
     silent peers, so a crashed agent's work is retried within a few heartbeats even
     between the maintenance task's runs."""
-    worker.heartbeat(now=clock.now())
+    now = clock.now()
+    worker.heartbeat(now=now)
     workers.workers_reap()
     worker.refresh_from_db(fields=["status"])
-    return {"draining": worker.status == WorkerStatus.DRAINING}
+    reply = {"draining": worker.status == WorkerStatus.DRAINING}
+    if running is not None:
+        # What the control plane believes this worker runs but its agent does not: a
+        # claim whose answer never reached it (the connection dropped after the commit).
+        # Nobody would ever report those: they are lost, and retried. The grace covers
+        # an answer still on its way.
+        services.executions_lose(
+            worker=worker,
+            now=now,
+            reason=f"Worker {worker.name} never received it (its claim's answer was lost).",
+            started_before=now - timedelta(seconds=ORPHAN_GRACE_SECONDS),
+            keep=running,
+        )
+        reply["control"] = agent_control(worker=worker, running=running)
+    return reply
 
 
 def agent_control(*, worker: Worker, running: list[str]) -> dict[str, str]:
@@ -85,14 +268,14 @@ def agent_control(*, worker: Worker, running: list[str]) -> dict[str, str]:
 
 def agent_store_logs(*, worker: Worker, chunks: list) -> int:
     """Store output chunks ((execution id, chunk) pairs) of executions ``worker`` runs or
-    ran; chunks of other executions are refused (PermissionError)."""
+    ran; chunks of other executions are refused (Forbidden: 403 over HTTP)."""
     ids = {str(execution_id) for execution_id, _ in chunks}
     owned = {
         str(i)
         for i in Execution.objects.filter(id__in=ids, worker=worker).values_list("id", flat=True)
     }
     if ids - owned:
-        raise PermissionError(f"Not this worker's executions: {sorted(ids - owned)}")
+        raise Forbidden(f"Not this worker's executions: {', '.join(sorted(ids - owned))}.")
     return services.execution_logs_store(chunks=chunks)
 
 
@@ -112,7 +295,8 @@ def agent_settle(
     declared lost changes nothing)."""
     execution = Execution.objects.select_related("job").filter(pk=execution_id).first()
     if execution is None or execution.worker_id != worker.pk:
-        raise PermissionError("Not this worker's execution.")
+        # The same answer whether it exists or not: a worker learns nothing of others.
+        raise Forbidden(f"Execution {execution_id} is not this worker's.")
     return services.execution_settle(
         execution=execution,
         worker=worker,
@@ -127,4 +311,12 @@ def agent_settle(
 
 @transaction.atomic
 def agent_go_offline(*, worker: Worker) -> None:
-    worker.go_offline(now=clock.now())
+    """The agent stops. Whatever is still running under it will never be reported (a
+    run whose report failed, or work an HTTP long-poll claimed as the agent stopped):
+    it is lost now, and retried, rather than left running until a deadline."""
+    now = clock.now()
+    if worker.go_offline(now=now):
+        outbox.worker_event(worker, "offline")
+    services.executions_lose(
+        worker=worker, now=now, reason=f"Worker {worker.name} went offline while running it."
+    )

@@ -2,8 +2,11 @@
 provider (workermanager.providers).
 
 Starting one never runs inside a transaction it could roll back: the row is written
-first (autocommit), then the provider starts the agent, then we wait for the agent to
-register, woken by the registration's NOTIFY (on SQLite, which has none, by polling).
+first (autocommit), with the Worker row and a worker credential for the agent
+(credentials.worker_enroll); then the provider starts the agent, in HTTP mode with that
+credential; then we wait for the agent to register, woken by the registration's NOTIFY
+(on SQLite, which has none, by polling). A managed worker that ends has its credential
+revoked.
 Reads never touch the provider: process state is reconciled by the maintenance task
 (``managed_workers_reconcile``)."""
 
@@ -18,7 +21,8 @@ from hodei.exceptions import InvalidInput, InvalidTransition, QuotaExceeded, Una
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from hodei.lib.listen import Listener
-from workermanager.choices import MANAGED_LIVE, WorkerStatus
+from workermanager import credentials, outbox, services
+from workermanager.choices import MANAGED_LIVE, ManagedWorkerStatus, WorkerStatus
 from workermanager.models import ManagedWorker, Worker
 from workermanager.notify import WORKERS_CHANNEL
 from workermanager.providers import ProviderError, get_provider
@@ -43,28 +47,58 @@ def managed_worker_start(
     if transaction.get_connection().in_atomic_block:
         # A rollback would forget the row of an agent that keeps running.
         raise RuntimeError("managed_worker_start must not run inside a transaction")
-    backend = get_provider(provider)
-    managed = ManagedWorker.objects.create(
-        name=f"managed-{type}-{uuid7().hex[-12:]}",
-        type=type,
-        concurrency=concurrency,
-        labels=labels or {},
-        provider=provider,
+    try:
+        backend = get_provider(provider)
+    except ProviderError as exc:
+        raise Unavailable(str(exc)) from exc
+    managed, credential = managed_worker_create(
+        type=type, concurrency=concurrency, labels=labels or {}, provider=provider
     )
     listener = Listener([WORKERS_CHANNEL])
     listener.start()
     try:
-        try:
-            launch = backend.start(managed)
-        except ProviderError as exc:
-            _fail(managed, str(exc))
-        ManagedWorker.objects.filter(pk=managed.pk).update(pid=launch.pid, host=launch.host)
-        managed.pid, managed.host = launch.pid, launch.host
+        managed_worker_launch(managed, credential=credential, backend=backend)
         worker = _wait_for_registration(managed, backend, listener)
     finally:
         listener.close()
     managed.mark_running(worker=worker, now=clock.now())
     return managed
+
+
+def managed_worker_create(
+    *, type: str, concurrency: int, labels: dict, provider: str, pool=None
+) -> tuple[ManagedWorker, str]:
+    """The row of an agent about to be launched, its Worker row and its credential
+    (returned raw, for ``managed_worker_launch``). Worker pools call it inside their
+    decision's transaction and launch after the commit: the row always exists before
+    the agent does."""
+    managed = ManagedWorker.objects.create(
+        name=f"managed-{type}-{uuid7().hex[-12:]}",
+        type=type,
+        concurrency=concurrency,
+        labels=labels,
+        provider=provider,
+        pool=pool,
+    )
+    # The agent runs in HTTP mode with a credential of its own, made here: it never
+    # holds the database's credentials or the secret key.
+    _, credential = credentials.worker_enroll(
+        name=managed.name, type=type, labels=labels, capacity=concurrency
+    )
+    return managed, credential
+
+
+def managed_worker_launch(managed: ManagedWorker, *, credential: str, backend=None) -> None:
+    """Have the provider start the agent of ``managed`` and record where it runs; does
+    not wait for it to register. Raises WorkerStartFailed, with the row left ``failed``,
+    if the provider refuses."""
+    try:
+        backend = backend or get_provider(managed.provider)
+        launch = backend.start(managed, credential=credential)
+    except ProviderError as exc:
+        _fail(managed, str(exc))
+    ManagedWorker.objects.filter(pk=managed.pk).update(pid=launch.pid, host=launch.host)
+    managed.pid, managed.host = launch.pid, launch.host
 
 
 def _check_quota(*, concurrency: int) -> None:
@@ -106,7 +140,16 @@ def _wait_for_registration(managed: ManagedWorker, backend, listener: Listener) 
 
 def _fail(managed: ManagedWorker, reason: str):
     managed.mark_failed(reason=reason, now=clock.now())
+    _retire_credential(managed, reason="its managed worker failed to start")
     raise WorkerStartFailed(managed)
+
+
+def _retire_credential(managed: ManagedWorker, *, reason: str) -> None:
+    """A managed worker that has ended never runs again (a new start is a new worker):
+    its credential is revoked, so that nothing can use it any more."""
+    worker = Worker.objects.filter(name=managed.name).first()
+    if worker is not None:
+        credentials.worker_credential_revoke(worker=worker, reason=reason)
 
 
 def managed_worker_stop(*, managed: ManagedWorker) -> ManagedWorker:
@@ -118,17 +161,56 @@ def managed_worker_stop(*, managed: ManagedWorker) -> ManagedWorker:
         managed.mark_stopping()
     except InvalidTransition:
         return managed  # stopped or failed meanwhile
+    return managed_worker_stop_now(managed=managed)
+
+
+def managed_worker_stop_now(*, managed: ManagedWorker) -> ManagedWorker:
+    """The second half of a stop, for a worker already ``stopping`` (a pool's drained
+    worker whose commands have all ended): the provider stops the agent, the rows
+    record it, the credential is revoked."""
     grace = settings.HODEI_SHUTDOWN_GRACE_SECONDS + settings.HODEI_KILL_GRACE_SECONDS + 2
     try:
         get_provider(managed.provider).stop(managed, grace_seconds=grace)
     except ProviderError as exc:
         raise Unavailable(str(exc)) from exc
     now = clock.now()
-    managed.mark_stopped(now=now)
-    if managed.worker_id:
-        # A graceful agent has done this itself; a killed one could not.
-        Worker.objects.get(pk=managed.worker_id).go_offline(now=now)
+    with transaction.atomic():
+        try:
+            managed.mark_stopped(now=now)
+        except InvalidTransition:
+            return managed  # another stop (or a reconciler) recorded it first
+        worker = Worker.objects.filter(name=managed.name).first()
+        # A graceful agent has done this itself; a killed one could not, and what it
+        # still ran will never be reported: lost, and retried.
+        if worker is not None and worker.go_offline(now=now):
+            outbox.worker_event(worker, "offline", reason="Its managed worker was stopped.")
+            services.executions_lose(
+                worker=worker, now=now, reason=f"Worker {worker.name} was stopped."
+            )
+    _retire_credential(managed, reason="its managed worker was stopped")
     return managed
+
+
+def managed_worker_died(*, managed: ManagedWorker, reason: str) -> bool:
+    """Record that the agent of a live managed worker is gone without being stopped
+    (its process exited, its pod ended): the row is ``failed`` with ``reason``, its
+    Worker offline (``worker.lost``) and its running executions lost, so that they are
+    retried now rather than after the missed heartbeats. False if the row had already
+    ended (a stop or another reconciler won)."""
+    now = clock.now()
+    with transaction.atomic():
+        try:
+            managed.mark_failed(reason=reason, now=now)
+        except InvalidTransition:
+            return False
+        worker = Worker.objects.filter(name=managed.name).first()
+        if worker is not None and worker.go_offline(now=now):
+            outbox.worker_event(worker, "lost", reason=f"Its managed worker died: {reason}")
+            services.executions_lose(
+                worker=worker, now=now, reason=f"Worker {worker.name}'s agent died: {reason}"
+            )
+    _retire_credential(managed, reason="its managed worker's agent died")
+    return True
 
 
 def managed_workers_reconcile() -> int:
@@ -142,19 +224,21 @@ def managed_workers_reconcile() -> int:
         # Another host's agent (alive is None): its heartbeats speak for it.
         if alive is None and managed.worker and managed.worker.status == WorkerStatus.OFFLINE:
             alive, reason = False, "The agent went offline without being stopped."
-        if alive is False:
-            try:
-                managed.mark_failed(reason=reason, now=clock.now())
-                failed += 1
-            except InvalidTransition:
-                pass  # stopped meanwhile
+        if alive is False and managed.status != ManagedWorkerStatus.STOPPING:
+            # (A stopping one is being stopped: its stop records how it ended.)
+            failed += managed_worker_died(managed=managed, reason=reason)
     return failed
 
 
 def managed_workers_stop_local() -> int:
-    """Stop every live managed worker of this host (when the worker manager shuts down)."""
+    """Stop every live managed worker this host's worker manager started (when it shuts
+    down). A pool's workers are the business of the qcluster that reconciles the pool
+    (``pools.pools_stop_local``)."""
     stopped = 0
-    for managed in ManagedWorker.objects.filter(status__in=MANAGED_LIVE, host=socket.gethostname()):
+    live = ManagedWorker.objects.filter(
+        status__in=MANAGED_LIVE, host=socket.gethostname(), pool__isnull=True
+    )
+    for managed in live:
         managed_worker_stop(managed=managed)
         stopped += 1
     return stopped

@@ -1,6 +1,8 @@
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models, transaction
 
@@ -9,7 +11,7 @@ from hodei.lib import clock
 from hodei.lib.ids import uuid7
 from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType
-from orchestrator.models import MAX_TIMEOUT_SECONDS, ResourceLimits, worker_type_validator
+from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, ResourceLimits, worker_type_validator
 from workermanager.choices import (
     SOURCES,
     WORKER_OUTCOMES,
@@ -17,6 +19,8 @@ from workermanager.choices import (
     Isolation,
     LogStream,
     ManagedWorkerStatus,
+    PoolStatus,
+    ScaleReason,
     Trigger,
     WorkerStatus,
 )
@@ -111,6 +115,238 @@ class Worker(models.Model):
         self.status = target
 
 
+class RegistrationToken(models.Model):
+    """What an operator gives an agent on another machine so that it can register
+    itself (``createregistrationtoken``, or the admin). Only its SHA-256 is stored; the
+    raw token is shown once. It may be limited to one worker type, give its agents
+    labels, expire, and serve a number of registrations; revoking it stops new ones
+    (agents that registered keep their own credentials)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    name = models.CharField(max_length=100, blank=True, validators=[plain_text])
+    prefix = models.CharField(
+        max_length=24, editable=False, help_text="First characters, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    worker_type = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[worker_type_validator],
+        help_text="Agents registering with it are of this type; empty: any type they ask.",
+    )
+    labels = models.JSONField(
+        default=dict, blank=True, help_text="Given to its agents (over their own)."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    uses_left = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Registrations it may still serve; empty: no limit."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… {self.name}".strip()
+
+    def problem(self, *, now: datetime) -> str:
+        """Why it cannot register an agent now, or "" if it can."""
+        if self.revoked_at is not None:
+            return f"Registration token {self.prefix}… was revoked."
+        if self.expires_at is not None and self.expires_at <= now:
+            return (
+                f"Registration token {self.prefix}… expired at "
+                f"{self.expires_at:%Y-%m-%d %H:%M:%S} UTC: create a new one "
+                "(hodei createregistrationtoken)."
+            )
+        if self.uses_left == 0:
+            return f"Registration token {self.prefix}… has no registrations left."
+        return ""
+
+    def use(self, *, now: datetime) -> bool:
+        """Spend one registration: a conditional UPDATE, so that of agents racing for a
+        token's last use exactly one gets it. False (nothing written) if it cannot."""
+        rows = RegistrationToken.objects.filter(pk=self.pk, revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+        limited = rows.filter(uses_left__gt=0).update(
+            uses_left=models.F("uses_left") - 1, last_used_at=now
+        )
+        changed = limited or rows.filter(uses_left__isnull=True).update(last_used_at=now)
+        self.refresh_from_db(fields=["uses_left", "last_used_at", "revoked_at"])
+        return changed == 1
+
+    def revoke(self, *, now: datetime) -> None:
+        if not RegistrationToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        ):
+            raise InvalidTransition(f"Registration token {self.prefix}… was already revoked.")
+        self.revoked_at = now
+
+
+class WorkerCredential(models.Model):
+    """The secret one agent authenticates with over HTTP, issued when it registers (or,
+    for a managed worker, when the control plane starts it). It is valid only on the
+    agent endpoints and only for its worker's own executions. Only its SHA-256 is
+    stored. A worker has at most one valid credential: registering again rotates it,
+    and revoking it (the admin) stops the agent at its next request."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="credentials")
+    prefix = models.CharField(max_length=24, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    registration_token = models.ForeignKey(
+        RegistrationToken,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="credentials",
+        help_text="The registration token it was issued for, if any.",
+    )
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="workercredential_one_valid_per_worker",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.worker_id})"
+
+    def refusal(self) -> str:
+        """Why an agent holding it is refused, or "" if it is valid."""
+        if self.revoked_at is None:
+            return ""
+        return (
+            f"The worker credential {self.prefix}… of worker {self.worker.name} was revoked "
+            f"at {self.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({self.revoked_reason or 'revoked'}). "
+            "Register the agent again with a registration token."
+        )
+
+
+class WorkerPool(models.Model):
+    """Managed workers of one worker type that Hodei starts and stops with the demand
+    (``workermanager.pools``): never fewer than ``min_workers`` nor more than
+    ``max_workers`` agents, each running ``concurrency`` commands at once. One pool per
+    worker type: two would race to serve the same queue."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    worker_type = models.CharField(max_length=64, unique=True, validators=[worker_type_validator])
+    provider = models.CharField(max_length=32, default="local")
+    min_workers = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(1000)], help_text="Kept running even when idle."
+    )
+    max_workers = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Never more live agents than this, draining ones included.",
+    )
+    concurrency = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="Commands each agent runs at once.",
+    )
+    labels = models.JSONField(default=dict, blank=True, help_text="Given to every agent.")
+    scale_up_after_seconds = models.PositiveIntegerField(
+        default=30,
+        validators=[MaxValueValidator(86400)],
+        help_text="One more agent when the oldest queued execution of the type has waited "
+        "this long, even if the queue fits the free capacity.",
+    )
+    idle_seconds = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="An agent that ran nothing for this long is drained and stopped.",
+    )
+    status = models.CharField(max_length=16, choices=PoolStatus.choices, default=PoolStatus.ACTIVE)
+    desired_workers = models.PositiveIntegerField(
+        default=0, editable=False, help_text="How many agents its last decision wanted."
+    )
+    created_at = models.DateTimeField(default=clock.now, editable=False)
+    updated_at = models.DateTimeField(default=clock.now, editable=False)
+    reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(min_workers__lte=models.F("max_workers")),
+                name="workerpool_min_within_max",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"pool {self.worker_type}"
+
+    def clean(self) -> None:
+        """The bounds the fields cannot say alone (the API and the admin both call
+        full_clean): min within max, and the managed-worker quotas."""
+        from workermanager.providers import PROVIDERS
+
+        errors = {}
+        if self.provider not in PROVIDERS:
+            errors["provider"] = [f"One of {', '.join(PROVIDERS)}."]
+        if self.min_workers is not None and self.max_workers is not None:
+            if self.min_workers > self.max_workers:
+                errors["min_workers"] = [f"At most max_workers ({self.max_workers})."]
+        quota = settings.HODEI_MAX_MANAGED_WORKERS
+        if self.max_workers is not None and self.max_workers > quota:
+            errors["max_workers"] = [f"At most {quota} (HODEI_MAX_MANAGED_WORKERS)."]
+        limit = settings.HODEI_MAX_MANAGED_CONCURRENCY
+        if self.concurrency is not None and self.concurrency > limit:
+            errors["concurrency"] = [f"At most {limit} (HODEI_MAX_MANAGED_CONCURRENCY)."]
+        if errors:
+            raise ValidationError(errors)
+
+    def mark_deleting(self) -> None:
+        """active -> deleting: every worker drains and stops, then the row goes."""
+        rows = WorkerPool.objects.filter(pk=self.pk, status=PoolStatus.ACTIVE)
+        if not rows.update(status=PoolStatus.DELETING, updated_at=clock.now()):
+            self.refresh_from_db(fields=["status"])
+            if self.status != PoolStatus.DELETING:
+                raise InvalidTransition(f"Pool {self.worker_type} is {self.status}.")
+        self.status = PoolStatus.DELETING
+
+
+class PoolScaling(models.Model):
+    """One scaling decision of a worker pool: when, from how many live agents to how
+    many, and why (history: written by the reconciler, never changed)."""
+
+    id = models.BigAutoField(primary_key=True)
+    pool = models.ForeignKey(WorkerPool, on_delete=models.CASCADE, related_name="scalings")
+    at = models.DateTimeField(default=clock.now)
+    from_workers = models.PositiveIntegerField()
+    to_workers = models.PositiveIntegerField()
+    reason = models.CharField(max_length=16, choices=ScaleReason.choices)
+    detail = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["pool", "-id"], name="poolscaling_pool_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.from_workers} -> {self.to_workers} ({self.reason})"
+
+
 # managed worker target state -> the states it may be reached from
 MANAGED_SOURCES = {
     M.RUNNING: {M.STARTING},
@@ -145,6 +381,14 @@ class ManagedWorker(models.Model):
         help_text="The Worker row the agent registered as.",
     )
     failure_reason = models.TextField(blank=True, default="")
+    pool = models.ForeignKey(
+        WorkerPool,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="workers",
+        help_text="The pool that started it, if any.",
+    )
     created_at = models.DateTimeField(default=clock.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
@@ -178,6 +422,21 @@ class ManagedWorker(models.Model):
         self.status = target
         for name, value in fields.items():
             setattr(self, name, value)
+
+
+_limited_seen = {"value": True, "at": -1e9}
+LIMITED_CHECK_SECONDS = 1.0
+
+
+def _limited_jobs_exist() -> bool:
+    """Whether some job has a concurrency limit, looked at most once a second. A stale
+    answer is safe: the one-statement claim leaves limited jobs out by itself, so at
+    worst their executions wait a second for the claim that honours limits."""
+    now = time.monotonic()
+    if now - _limited_seen["at"] >= LIMITED_CHECK_SECONDS:
+        _limited_seen["value"] = Job.objects.filter(concurrency_limit__isnull=False).exists()
+        _limited_seen["at"] = now
+    return _limited_seen["value"]
 
 
 class Execution(ResourceLimits):
@@ -275,6 +534,9 @@ class Execution(ResourceLimits):
     with_secrets = models.BooleanField(
         default=True, help_text="It receives its job's secret variables."
     )
+    priority = models.SmallIntegerField(
+        default=0, help_text="Its job's priority when queued: higher is claimed first."
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -291,9 +553,10 @@ class Execution(ResourceLimits):
             ),
         ]
         indexes = [
-            # The claim query: oldest queued first, per worker type.
+            # The claim query: highest priority first, then oldest, per worker type.
             models.Index(
-                fields=["id"],
+                models.F("priority").desc(),
+                "id",
                 condition=models.Q(status="queued"),
                 name="execution_queue_idx",
             ),
@@ -329,25 +592,60 @@ class Execution(ResourceLimits):
     @classmethod
     def claim(cls, *, worker: Worker, limit: int, now: datetime) -> list["Execution"]:
         """queued -> running for up to ``limit`` executions that ``worker`` may run
-        (its type, or any type), oldest first.
+        (its type, or any type): highest priority first, oldest first within a
+        priority, never more running executions of a job than its concurrency limit.
 
-        On PostgreSQL one statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-        LOCKED) RETURNING. Concurrent claimers lock disjoint rows and never wait on each
-        other, so no execution is claimed twice. On SQLite the IMMEDIATE transaction
+        On PostgreSQL, while no job has a limit, one statement: UPDATE ... WHERE id IN
+        (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING. Concurrent claimers lock disjoint
+        rows and never wait on each other, so no execution is claimed twice. That
+        statement leaves out jobs with a limit (read in the same statement, so always
+        current); when such jobs exist, the claim locks their rows first (in id order),
+        counts what runs, and takes only what fits. On SQLite the IMMEDIATE transaction
         serialises claimers instead."""
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and not _limited_jobs_exist():
             return cls._claim_in_one_statement(worker=worker, limit=limit, now=now)
         with transaction.atomic():
-            ids = list(
-                cls.objects.filter(status=S.QUEUED, available_at__lte=now)
-                .filter(models.Q(worker_type="") | models.Q(worker_type=worker.type))
-                .order_by("id")
-                .values_list("id", flat=True)[:limit]
-            )
-            rows = list(cls.objects.filter(id__in=ids).order_by("id"))
+            rows = cls._claim_within_limits(worker=worker, limit=limit, now=now)
             for row in rows:
                 row._transition(S.RUNNING, **cls._start_fields(row, worker=worker, now=now))
         return rows
+
+    @classmethod
+    def _claim_within_limits(cls, *, worker, limit, now) -> list["Execution"]:
+        queued = cls.objects.filter(status=S.QUEUED, available_at__lte=now).filter(
+            models.Q(worker_type="") | models.Q(worker_type=worker.type)
+        )
+        # Locked, in id order (no deadlock between claimers): a claimer counting a job's
+        # running executions holds the job until it commits what it took.
+        limits = dict(
+            Job.objects.select_for_update()
+            .filter(concurrency_limit__isnull=False, pk__in=queued.values("job_id"))
+            .order_by("pk")
+            .values_list("pk", "concurrency_limit")
+        )
+        running = dict(
+            cls.objects.filter(status=S.RUNNING, job_id__in=list(limits))
+            .values_list("job_id")
+            .annotate(n=models.Count("id"))
+            .order_by()
+        )
+        room = {job: limit_ - running.get(job, 0) for job, limit_ in limits.items()}
+        full = [job for job, n in room.items() if n <= 0]
+        candidates = (
+            queued.exclude(job_id__in=full)
+            .select_for_update(skip_locked=True)
+            .order_by("-priority", "id")[: limit * 4]
+        )
+        picked = []
+        for row in candidates:
+            if row.job_id in room:
+                if room[row.job_id] <= 0:
+                    continue
+                room[row.job_id] -= 1
+            picked.append(row)
+            if len(picked) == limit:
+                break
+        return picked
 
     @staticmethod
     def _start_fields(row: "Execution", *, worker: Worker, now: datetime) -> dict:
@@ -364,7 +662,10 @@ class Execution(ResourceLimits):
             WHERE id IN (
                 SELECT id FROM {table}
                 WHERE status = %s AND available_at <= %s AND worker_type IN ('', %s)
-                ORDER BY id LIMIT %s
+                    AND (job_id IS NULL OR job_id NOT IN (
+                        SELECT id FROM {Job._meta.db_table}
+                        WHERE concurrency_limit IS NOT NULL))
+                ORDER BY priority DESC, id LIMIT %s
                 FOR UPDATE SKIP LOCKED)
             RETURNING {", ".join(columns)}"""
         params = [S.RUNNING, worker.pk, now, now, S.QUEUED, now, worker.type, limit]

@@ -141,3 +141,17 @@ def workers_by_liveness(*, now: datetime) -> dict[str, int]:
     for worker in Worker.objects.only("status", "last_heartbeat_at"):
         counts[worker.liveness(now=now)] += 1
     return counts
+
+
+def pools_with_worker_counts():
+    """Worker pools, each with how many of its agents serve (starting or running) and
+    how many drain: what the API, the admin and /metrics show. One query for a list."""
+    from django.db.models import Q
+
+    from workermanager.choices import ManagedWorkerStatus as M
+    from workermanager.models import WorkerPool
+
+    return WorkerPool.objects.annotate(
+        current_workers=Count("workers", filter=Q(workers__status__in=[M.STARTING, M.RUNNING])),
+        draining_workers=Count("workers", filter=Q(workers__status=M.STOPPING)),
+    )

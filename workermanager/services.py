@@ -6,6 +6,7 @@ calls ``_changed``: the one place where the side effects of a state change happe
 every transition (the job's status mirror, metrics, and the hooks of higher layers such
 as pipeline runs and events). Nothing else calls the transitions."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from hodei.exceptions import InvalidInput, InvalidTransition
 from hodei.lib import clock
 from orchestrator.models import RUN_SETTINGS, Job
 from telemetry import metrics, tracing
-from workermanager import hooks
+from workermanager import hooks, outbox
 from workermanager.choices import RETRYABLE, TERMINAL, ExecutionStatus, Trigger
 from workermanager.models import Execution, ExecutionLog, Worker
 from workermanager.notify import notify_cancel, notify_queued
@@ -32,6 +33,7 @@ def execution_enqueue(
     command: str | None = None,
     type: str | None = None,
     worker_type: str | None = None,
+    priority: int | None = None,
     env: dict | None = None,
     timeout_seconds: int | None = None,
     network: str | None = None,
@@ -65,6 +67,7 @@ def execution_enqueue(
             "command": command,
             "type": type,
             "worker_type": worker_type,
+            "priority": priority,
             "timeout_seconds": timeout_seconds,
             "network": network,
             "memory_limit_mb": memory_limit_mb,
@@ -196,6 +199,37 @@ def execution_release(*, execution: Execution, env: dict | None = None) -> bool:
     return True
 
 
+def executions_release(*, releases: list[tuple[Execution, dict]]) -> list[Execution]:
+    """Release many pending executions at once (the jobs a finished job let go, a fan-out
+    of a thousand): those without added variables in one UPDATE, one NOTIFY per worker
+    type, one INSERT of their events; the others one by one. Returns those this call
+    released (a cancel may have taken some first). The caller holds its run's lock."""
+    now = clock.now()
+    plain = [e for e, env in releases if not env and e.command.strip()]
+    released = []
+    if plain:
+        by_id = {e.pk: e for e in plain}
+        # Locked, then moved: the rows this call moves are exactly these.
+        ids = list(
+            Execution.objects.select_for_update()
+            .filter(pk__in=list(by_id), status=S.PENDING)
+            .values_list("pk", flat=True)
+        )
+        Execution.objects.filter(pk__in=ids).update(status=S.QUEUED, available_at=now)
+        for pk in ids:
+            execution = by_id[pk]
+            execution.status, execution.available_at = S.QUEUED, now
+            released.append(execution)
+        for worker_type in {e.worker_type for e in released}:
+            notify_queued(worker_type)
+        _changed_many(released)
+    for execution, env in releases:
+        special = env or not execution.command.strip()
+        if special and execution_release(execution=execution, env=env):
+            released.append(execution)
+    return released
+
+
 @transaction.atomic
 def execution_skip(*, execution: Execution, reason: str) -> bool:
     """pending -> skipped (a pipeline run's job whose upstream job failed)."""
@@ -206,11 +240,23 @@ def execution_skip(*, execution: Execution, reason: str) -> bool:
 
 
 @transaction.atomic
-def executions_lose(*, worker: Worker, now: datetime, reason: str) -> list[Execution]:
-    """running -> lost for every execution of a worker that went silent; each is retried
-    under the job's infrastructure budget."""
+def executions_lose(
+    *,
+    worker: Worker,
+    now: datetime,
+    reason: str,
+    started_before: datetime | None = None,
+    keep: Iterable[str] = (),
+) -> list[Execution]:
+    """running -> lost for every execution of a worker that went silent (or only those
+    started before ``started_before`` and not in ``keep``: what its agent says it does
+    not run); each is retried under the job's infrastructure budget."""
     lost = []
     running = Execution.objects.filter(worker=worker, status=S.RUNNING).select_related("job")
+    if started_before is not None:
+        running = running.filter(started_at__lt=started_before)
+    if keep:
+        running = running.exclude(id__in=list(keep))
     for execution in running:
         if execution.lose(now=now, reason=reason):
             _ended(execution)
@@ -335,7 +381,32 @@ def _changed(execution: Execution) -> None:
         metrics.execution_claimed(execution)
     elif execution.status in TERMINAL:
         metrics.execution_finished(execution)
+    outbox.execution_event(execution)
     hooks.execution_changed.fire(execution)
+
+
+def _changed_many(executions: list[Execution]) -> None:
+    """``_changed`` for many executions that made the same move to queued (no metric
+    is kept for it): the jobs' status in two statements, the events in one INSERT."""
+    if not executions:
+        return
+    jobs = {e.job_id: e for e in executions if e.job_id}
+    newest = dict(
+        Job.objects.filter(pk__in=list(jobs))
+        .annotate(
+            newest=models.Subquery(
+                Execution.objects.filter(job_id=models.OuterRef("pk"))
+                .order_by("-id")
+                .values("id")[:1]
+            )
+        )
+        .values_list("pk", "newest")
+    )
+    mirrored = [job for job, e in jobs.items() if newest.get(job) == e.pk]
+    Job.objects.filter(pk__in=mirrored).update(status=S.QUEUED)
+    outbox.execution_events(executions)
+    for execution in executions:
+        hooks.execution_changed.fire(execution)
 
 
 def _mirror_status_to_job(execution: Execution) -> None:

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
-from workermanager import services
+from workermanager import outbox, services
 from workermanager.choices import LIVE_WORKER_STATUSES, Isolation, WorkerStatus
 from workermanager.models import Worker
 from workermanager.notify import notify_registered
@@ -47,11 +47,13 @@ def worker_register(
     try:
         with transaction.atomic():
             worker, created = Worker.objects.update_or_create(name=name, defaults=values)
+            outbox.worker_event(worker, "online")
             notify_registered(name)
     except IntegrityError:
         # Two registrations of one name raced; the other one created the row.
         with transaction.atomic():
             worker, created = Worker.objects.update_or_create(name=name, defaults=values)[0], False
+            outbox.worker_event(worker, "online")
             notify_registered(name)
     return worker, created
 
@@ -70,6 +72,7 @@ def workers_reap(*, now: datetime | None = None) -> list[Worker]:
     )
     for worker in dead:
         worker.go_offline(now=now)
+        outbox.worker_event(worker, "lost", reason="It stopped heartbeating.")
         services.executions_lose(
             worker=worker, now=now, reason=f"Worker {worker.name} stopped heartbeating."
         )

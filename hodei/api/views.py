@@ -46,7 +46,10 @@ def cascade_requested(request) -> bool:
     return value in ("true", "1")
 
 
-def health_view(service: str):
+def health_view(service: str, problems=None):
+    """GET /health: 503 when the database is unreachable; "degraded" (still 200, with
+    the reason) when ``problems()`` names one, such as no qcluster seen lately."""
+
     def health(request):
         try:
             with connection.cursor() as cursor:
@@ -64,8 +67,10 @@ def health_view(service: str):
                 },
                 status=503,
             )
-        return JsonResponse(
-            {"status": "healthy", "service": service, "version": __version__, "database": "ok"}
-        )
+        body = {"status": "healthy", "service": service, "version": __version__, "database": "ok"}
+        problem = problems() if problems else ""
+        if problem:
+            body.update(status="degraded", detail=problem)
+        return JsonResponse(body)
 
     return health

@@ -21,3 +21,11 @@ class Hook:
     def fire(self, *args, **kwargs) -> None:
         for listener in self._listeners:
             listener(*args, **kwargs)
+
+    def first(self, *args, **kwargs):
+        """Ask the listeners in turn; the first answer that is not None (or None)."""
+        for listener in self._listeners:
+            answer = listener(*args, **kwargs)
+            if answer is not None:
+                return answer
+        return None

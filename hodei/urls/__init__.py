@@ -17,10 +17,10 @@ def router() -> SimpleRouter:
     return SimpleRouter(trailing_slash=False)
 
 
-def common_patterns(service: str) -> list:
+def common_patterns(service: str, *, health_problems=None) -> list:
     return [
         path("", landing_view(service), name="landing"),
-        path("health", health_view(service), name="health"),
+        path("health", health_view(service, health_problems), name="health"),
         path("metrics", metrics_view, name="metrics"),
         path(
             "openapi.json",

@@ -10,4 +10,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("orchestrator.api.urls")),
     path("", include("pipelines.api.urls")),
+    path("", include("webhooks.api.urls")),
 ]

@@ -39,6 +39,10 @@ class ScheduleSerializer(serializers.ModelSerializer):
             "next_run_at",
             "last_run_at",
             "upcoming",
+            "alert_after_seconds",
+            "health",
+            "health_reason",
+            "down_since",
             "updated_at",
         ]
         read_only_fields = fields
@@ -80,7 +84,9 @@ class ScheduleInputSerializer(serializers.ModelSerializer):
             "enabled",
             "overlap_policy",
             "misfire_policy",
+            "alert_after_seconds",
         ]
+        extra_kwargs = {"alert_after_seconds": {"min_value": 1, "max_value": 366 * 86400}}
 
     def validate_schedule_time(self, value):
         if value is not None and not (EARLIEST <= value <= LATEST):

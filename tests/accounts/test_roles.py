@@ -7,6 +7,7 @@ from django.urls import reverse
 from accounts.models import token_create
 from accounts.roles import OPERATOR_ACTIONS, OPERATORS, VIEWERS
 from orchestrator.models import Pipeline
+from pipelines.services import pipeline_run_start
 from scheduler import services as scheduler_services
 from tests.conftest import client_for
 from tests.factories import (
@@ -22,6 +23,7 @@ from tests.factories import (
     role_user,
 )
 from workermanager.choices import ExecutionStatus, Trigger
+from workermanager.credentials import registration_token_create
 from workermanager.models import Execution
 
 pytestmark = pytest.mark.django_db
@@ -33,15 +35,19 @@ MODELS = [
     ("workermanager", "worker"),
     ("workermanager", "execution"),
     ("workermanager", "managedworker"),
+    ("workermanager", "registrationtoken"),
+    ("pipelines", "pipelinerun"),
 ]
 # What each changelist's actions are, for an operator.
 ACTIONS = {
     "pipeline": {"archive_selected", "delete_selected"},
     "job": {"delete_selected"},
     "schedule": {"enable_selected", "pause_selected", "run_now", "delete_selected"},
-    "worker": {"drain_selected", "undrain_selected"},
+    "worker": {"drain_selected", "undrain_selected", "revoke_credential_selected"},
     "execution": {"cancel_selected", "retry_selected"},
     "managedworker": {"stop_selected"},
+    "registrationtoken": {"revoke_selected"},
+    "pipelinerun": set(),
 }
 
 
@@ -55,6 +61,8 @@ def objects():
         "worker": WorkerFactory(),
         "execution": ExecutionFactory(job=job),
         "managedworker": ManagedWorkerFactory(),
+        "registrationtoken": registration_token_create(name="ci")[0],
+        "pipelinerun": pipeline_run_start(pipeline=job.pipeline),
     }
 
 

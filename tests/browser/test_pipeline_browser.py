@@ -50,7 +50,8 @@ def diamond():
         "a": "echo preparing; sleep 0.5",
         "b": 'sleep 0.6; echo "VERSION=1.2.3" >> "$HODEI_OUTPUT"',
         "c": "sleep 0.6; echo testing",
-        "d": 'echo "shipping $VERSION"; sleep 0.3',
+        # Long enough to be seen running after the others succeeded (the page polls each s).
+        "d": 'echo "shipping $VERSION"; sleep 1.5',
     }
     jobs = {
         n: JobFactory(pipeline=pipeline, name=f"{n}-job", command=c) for n, c in commands.items()

@@ -6,7 +6,7 @@ import requests
 
 from accounts.models import token_create
 from tests.factories import UserFactory
-from tests.processes import start_service, stop, wait_for
+from tests.processes import free_port, start_service, stop, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -14,9 +14,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 @pytest.fixture(scope="module")
 def services(child_env, django_db_blocker):
     started = {}
+    # Managed workers run in HTTP mode: they talk to the worker manager at its URL.
+    port = free_port()
+    env = {**child_env, "HODEI_WORKERMANAGER_URL": f"http://127.0.0.1:{port}"}
     try:
         for name in ("orchestrator", "scheduler", "workermanager"):
-            started[name] = start_service(child_env, name)
+            started[name] = start_service(env, name, port=port if name == "workermanager" else None)
         yield {name: base for name, (_, base) in started.items()}
     finally:
         for proc, _ in started.values():
@@ -34,8 +37,13 @@ def http():
 
 def test_seed_complete_workflow(services, http):
     orch, sched, wm = services["orchestrator"], services["scheduler"], services["workermanager"]
-    for base in services.values():
-        assert requests.get(f"{base}/health", timeout=5).json()["status"] == "healthy"
+    for name, base in services.items():
+        health = requests.get(f"{base}/health", timeout=5).json()
+        if name == "scheduler" and health["status"] == "degraded":
+            # No qcluster runs in this test: the scheduler says so (and still answers).
+            assert "qcluster" in health["detail"]
+        else:
+            assert health["status"] == "healthy", (name, health)
 
     pipeline = http.post(
         f"{orch}/api/v1/pipelines",

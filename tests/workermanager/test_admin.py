@@ -27,8 +27,11 @@ from tests.factories import (
     role_user,
     start,
 )
+from tests.processes import start_service, stop
 from workermanager import managed as managed_module
+from workermanager.agent_protocol import agent_register
 from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger, WorkerStatus
+from workermanager.credentials import worker_credential_find
 from workermanager.models import Execution, ManagedWorker, Worker
 from workermanager.providers import Launch, ProviderError
 from workermanager.selectors import LOG_PAGE as TAIL_PAGE
@@ -497,17 +500,19 @@ def test_start_form_validates_before_starting_anything(operator):
 
 
 class FakeProvider:
-    """Stands in for the local provider: the 'agent' registers at once."""
+    """Stands in for the local provider: the 'agent' registers at once, with the
+    credential the control plane made for it."""
 
     name = "local"
 
     def __init__(self, *, fail=False):
         self.fail, self.stopped = fail, []
 
-    def start(self, managed):
+    def start(self, managed, *, credential):
         if self.fail:
             raise ProviderError("no room on this host")
-        WorkerFactory(name=managed.name, type=managed.type, capacity=managed.concurrency)
+        held = worker_credential_find(credential, now=clock.now())
+        agent_register(credential=held, capacity=managed.concurrency)
         return Launch(pid=4242, host="fake-host")
 
     def is_alive(self, managed):
@@ -566,9 +571,19 @@ def test_a_start_that_fails_says_why_and_not_that_it_succeeded(
     )
 
 
+@pytest.fixture
+def live_workermanager(child_env, settings):
+    """A real worker manager for the managed agents to talk to (they run in HTTP mode)."""
+    proc, base = start_service(child_env, "workermanager", args=("--threads", "8"))
+    settings.HODEI_WORKERMANAGER_URL = base
+    settings.HODEI_HEARTBEAT_SECONDS, settings.HODEI_POLL_SECONDS = 0.5, 0.2
+    yield base
+    stop(proc)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_operator_starts_and_stops_a_real_managed_worker():
+def test_operator_starts_and_stops_a_real_managed_worker(live_workermanager):
     operator = logged_in(role_user(OPERATORS))
     page = operator.get(MANAGED + "add/")
     data = admin_form_data(page, type="admin-test", concurrency="2")

@@ -1,4 +1,6 @@
-"""Managed workers through the API start and stop real agent processes."""
+"""Managed workers through the API start and stop real agent processes. They run in
+HTTP mode: they talk to a real worker manager (gunicorn) with a credential made for
+them, and hold no database credentials or secret key."""
 
 import os
 import socket
@@ -6,13 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import wait_for
+from tests.processes import start_service, stop, wait_for
 from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, WorkerStatus
-from workermanager.models import Execution, ManagedWorker, Worker
+from workermanager.models import Execution, ManagedWorker, Worker, WorkerCredential
 from workermanager.services import execution_enqueue
 from workermanager.tasks import maintain_workers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def workermanager_service(child_env):
+    proc, base = start_service(child_env, "workermanager", args=("--threads", "8"))
+    yield base
+    stop(proc)
+
+
+@pytest.fixture(autouse=True)
+def agents_reach_the_worker_manager(workermanager_service, settings):
+    settings.HODEI_WORKERMANAGER_URL = workermanager_service
+    # The agents heartbeat as that service expects (child_env's values).
+    settings.HODEI_HEARTBEAT_SECONDS = 0.5
+    settings.HODEI_POLL_SECONDS = 0.2
 
 
 def process_running(pid: int) -> bool:
@@ -56,6 +73,23 @@ def test_start_runs_a_real_agent_that_registers_and_runs_work(wm, started):
     execution = execution_enqueue(command="echo from managed")
     wait_for(lambda: Execution.objects.get(pk=execution.pk).status == ExecutionStatus.SUCCEEDED)
     assert Execution.objects.get(pk=execution.pk).worker_id == worker.id
+
+
+def test_a_managed_agent_holds_its_credential_and_no_database_secrets(wm, started):
+    body = started().json()
+    raw = Path(f"/proc/{body['pid']}/environ").read_bytes().decode()
+    environ = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+    for secret in ("DATABASE_URL", "SECRET_KEY", "HODEI_SECRETS_KEY"):
+        assert secret not in environ, secret
+    assert environ["HODEI_AGENT_TOKEN"].startswith("hodei_wkr_")
+    assert "--server" in Path(f"/proc/{body['pid']}/cmdline").read_bytes().decode()
+    credential = WorkerCredential.objects.get(worker_id=body["worker_id"])
+    assert credential.revoked_at is None and credential.last_used_at is not None
+    assert environ["HODEI_AGENT_TOKEN"] not in Path(f"/proc/{body['pid']}/cmdline").read_text()
+
+    wm.delete(f"/api/v1/workers/{body['id']}")
+    credential.refresh_from_db()
+    assert credential.revoked_at and "stopped" in credential.revoked_reason
 
 
 def test_delete_stops_the_process_gracefully_and_twice_is_harmless(wm, started):

@@ -1,8 +1,14 @@
 from django_filters import rest_framework as filters
 
 from orchestrator.choices import CommandType
-from workermanager.choices import ExecutionStatus, ManagedWorkerStatus, Trigger, WorkerStatus
-from workermanager.models import Execution, ManagedWorker, Worker
+from workermanager.choices import (
+    ExecutionStatus,
+    ManagedWorkerStatus,
+    PoolStatus,
+    Trigger,
+    WorkerStatus,
+)
+from workermanager.models import Execution, ManagedWorker, Worker, WorkerPool
 
 
 class ExecutionFilter(filters.FilterSet):
@@ -34,10 +40,20 @@ class ExecutionFilter(filters.FilterSet):
 class ManagedWorkerFilter(filters.FilterSet):
     status = filters.ChoiceFilter(choices=ManagedWorkerStatus.choices)
     type = filters.CharFilter(max_length=64)
+    pool_id = filters.UUIDFilter(field_name="pool_id")
 
     class Meta:
         model = ManagedWorker
-        fields = ["status", "type"]
+        fields = ["status", "type", "pool_id"]
+
+
+class WorkerPoolFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=PoolStatus.choices)
+    worker_type = filters.CharFilter(max_length=64)
+
+    class Meta:
+        model = WorkerPool
+        fields = ["status", "worker_type"]
 
 
 class WorkerFilter(filters.FilterSet):

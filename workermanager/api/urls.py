@@ -1,11 +1,13 @@
 from django.urls import include, path
 
 from hodei.urls import router
-from workermanager.api.views import ExecutionViewSet, ManagedWorkerViewSet
+from workermanager.api.views import AgentViewSet, ExecutionViewSet, ManagedWorkerViewSet
 
 api = router()
 api.register("executions", ExecutionViewSet, basename="execution")
 api.register("workers", ManagedWorkerViewSet, basename="managedworker")
+# The agent protocol, for agents over HTTP (worker credentials only).
+api.register("agent", AgentViewSet, basename="agent")
 
 urlpatterns = [
     path("api/v1/execute", ExecutionViewSet.as_view({"post": "create"}), name="execute"),

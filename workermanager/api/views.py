@@ -1,7 +1,12 @@
+import select
+
+from django.conf import settings
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
@@ -9,9 +14,25 @@ from accounts import permissions
 from hodei.api.renderers import PlainTextRenderer
 from hodei.api.views import validated
 from hodei.lib import clock
-from workermanager import managed, selectors, services, workers
+from workermanager import agent_protocol, credentials, managed, selectors, services, workers
+from workermanager.api.authentication import (
+    Agent,
+    AgentRegistrationAuthentication,
+    WorkerCredentialAuthentication,
+)
 from workermanager.api.filters import ExecutionFilter, ManagedWorkerFilter, WorkerFilter
 from workermanager.api.serializers import (
+    AgentClaimInputSerializer,
+    AgentClaimSerializer,
+    AgentControlSerializer,
+    AgentFinishInputSerializer,
+    AgentFinishSerializer,
+    AgentHeartbeatSerializer,
+    AgentLogsInputSerializer,
+    AgentLogsSerializer,
+    AgentRegisterInputSerializer,
+    AgentRegistrationSerializer,
+    AgentRunningSerializer,
     ExecuteInputSerializer,
     ExecutionLogsSerializer,
     ExecutionSerializer,
@@ -22,7 +43,13 @@ from workermanager.api.serializers import (
     WorkerInputSerializer,
     WorkerSerializer,
 )
-from workermanager.models import Execution, ManagedWorker, Worker
+from workermanager.models import (
+    Execution,
+    ManagedWorker,
+    RegistrationToken,
+    Worker,
+    WorkerCredential,
+)
 
 
 @extend_schema(tags=["executions"])
@@ -38,6 +65,13 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         "cancel": "change",
         "retry": permissions.RUN,
     }
+
+    def get_serializer_context(self):
+        # One execution's page explains why it waits; a list stays one query.
+        return {
+            **super().get_serializer_context(),
+            "with_waiting_reason": self.action == "retrieve",
+        }
 
     @extend_schema(request=ExecuteInputSerializer, responses={201: ExecutionSerializer})
     def create(self, request):
@@ -217,3 +251,171 @@ class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         worker = self.get_object()
         worker.undrain()
         return Response(WorkerSerializer(worker).data)
+
+
+def _client_gone(request) -> bool:
+    """Whether the agent hung up on its long-poll (it stopped, or restarted): work claimed
+    now would go to nobody. Under gunicorn the connection's socket is in the WSGI
+    environ; a client waiting for its answer sends nothing, so anything readable on it
+    (end of file, a TLS close) means it has left. (Behind a proxy: nginx closes the
+    connection to us when its client leaves.)"""
+    sock = request.META.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class IsAgent(BasePermission):
+    """An agent, authenticated with its worker credential (``register``: or with a
+    registration token). Nothing else is let in, whatever its user permissions."""
+
+    def has_permission(self, request, view):
+        if view.action == "register":
+            return isinstance(request.user, Agent)
+        return isinstance(request.auth, WorkerCredential)
+
+
+@extend_schema(tags=["agent"])
+class AgentViewSet(viewsets.ViewSet):
+    """What HTTP agents ask of the control plane. Each endpoint calls the function of
+    ``workermanager.agent_protocol`` that a database agent calls in its own process: one
+    owner, two transports. Authenticated with the worker credential only (a user's API
+    token is refused here), and only for the worker's own executions (403 otherwise)."""
+
+    authentication_classes = [WorkerCredentialAuthentication]
+    permission_classes = [IsAgent]
+
+    @extend_schema(
+        request=AgentRegisterInputSerializer,
+        responses={201: AgentRegistrationSerializer, 200: AgentRegistrationSerializer},
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        authentication_classes=[AgentRegistrationAuthentication],
+    )
+    def register(self, request):
+        """Register an agent as a worker. With a registration token: 201 and a new
+        worker credential (shown once; registering again under the same name replaces
+        it). With the worker's credential (a managed worker, or an agent that kept it):
+        200, and it keeps that credential. 401 for a token that is unknown, revoked,
+        expired or used up."""
+        data = validated(AgentRegisterInputSerializer, request.data)
+        auth = request.auth
+        worker, credential = agent_protocol.agent_register(
+            registration_token=auth if isinstance(auth, RegistrationToken) else None,
+            credential=auth if isinstance(auth, WorkerCredential) else None,
+            **data,
+        )
+        body = {
+            "worker_id": worker.id,
+            "name": worker.name,
+            "type": worker.type,
+            "heartbeat_seconds": settings.HODEI_HEARTBEAT_SECONDS,
+        }
+        if credential:
+            body["credential"] = credential
+        code = status.HTTP_201_CREATED if credential else status.HTTP_200_OK
+        return Response(AgentRegistrationSerializer(body).data, status=code)
+
+    @extend_schema(request=AgentRunningSerializer, responses=AgentHeartbeatSerializer)
+    @action(detail=False, methods=["post"])
+    def heartbeat(self, request):
+        """I am alive, running these. Answers whether to drain and which of them to kill
+        (cancelled, or no longer this worker's)."""
+        running = validated(AgentRunningSerializer, request.data)["running"]
+        reply = agent_protocol.agent_heartbeat(
+            worker=request.user.worker, running=[str(i) for i in running]
+        )
+        return Response(AgentHeartbeatSerializer(reply).data)
+
+    @extend_schema(request=AgentRunningSerializer, responses=AgentControlSerializer)
+    @action(detail=False, methods=["post"])
+    def control(self, request):
+        """Which of the executions I run to kill: read only, asked every half second
+        while commands run (a cancel is seen within a second)."""
+        running = validated(AgentRunningSerializer, request.data)["running"]
+        verdicts = agent_protocol.agent_control(
+            worker=request.user.worker, running=[str(i) for i in running]
+        )
+        return Response(AgentControlSerializer({"control": verdicts}).data)
+
+    @extend_schema(request=AgentClaimInputSerializer, responses=AgentClaimSerializer)
+    @action(detail=False, methods=["post"])
+    def claim(self, request):
+        """Claim up to ``limit`` queued executions of this worker's type (or of none),
+        oldest first. With none queued it waits up to ``wait_seconds`` (30 at most) and
+        answers as soon as one is (a long-poll), or with an empty list. Nothing for a
+        draining or offline worker. The only place secret values are sent."""
+        data = validated(AgentClaimInputSerializer, request.data)
+        credential, worker = request.auth, request.user.worker
+
+        def still_allowed() -> bool:
+            return not _client_gone(request) and credentials.worker_credential_may_claim(
+                credential, registered_at=worker.registered_at
+            )
+
+        executions = agent_protocol.agent_claim_wait(
+            worker=worker,
+            limit=data["limit"],
+            wait_seconds=data["wait_seconds"],
+            still_allowed=still_allowed,
+        )
+        return Response(AgentClaimSerializer({"executions": executions}).data)
+
+    @extend_schema(request=AgentLogsInputSerializer, responses=AgentLogsSerializer)
+    @action(detail=False, methods=["post"])
+    def logs(self, request):
+        """Store output chunks of this worker's executions. Idempotent: a chunk already
+        stored (same execution and ``seq``) is skipped, so a batch sent again after a
+        network error never duplicates or reorders a line. 403 if any chunk is of
+        another worker's execution (then none is stored)."""
+        chunks = validated(AgentLogsInputSerializer, request.data)["chunks"]
+        pairs = [
+            (
+                str(c["execution_id"]),
+                services.LogChunk(
+                    seq=c["seq"],
+                    stream=c["stream"],
+                    message=c["message"],
+                    created_at=c["created_at"],
+                ),
+            )
+            for c in chunks
+        ]
+        stored = agent_protocol.agent_store_logs(worker=request.user.worker, chunks=pairs)
+        return Response(AgentLogsSerializer({"stored_bytes": stored}).data)
+
+    @extend_schema(
+        request=AgentFinishInputSerializer,
+        responses=AgentFinishSerializer,
+        parameters=[OpenApiParameter("execution_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path=r"executions/(?P<execution_id>[0-9a-fA-F-]{32,36})/finish",
+    )
+    def finish(self, request, execution_id=None):
+        """How a run of this worker ended. Idempotent: once the execution has been
+        settled, by this report or otherwise (declared lost while the agent was
+        unreachable, say), a report is ``ignored`` and changes nothing. 403 for another
+        worker's execution."""
+        data = validated(AgentFinishInputSerializer, request.data)
+        recorded = agent_protocol.agent_settle(
+            worker=request.user.worker, execution_id=execution_id, **data
+        )
+        current = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)
+        body = {"result": "recorded" if recorded else "ignored", "status": current.first()}
+        return Response(AgentFinishSerializer(body).data)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=False, methods=["post"])
+    def offline(self, request):
+        """The agent stops: its worker goes offline, and whatever it still ran is lost
+        (and retried)."""
+        agent_protocol.agent_go_offline(worker=request.user.worker)
+        return Response(status=status.HTTP_204_NO_CONTENT)

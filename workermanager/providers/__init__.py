@@ -1,9 +1,13 @@
-"""Providers start and stop worker agents somewhere: local processes today; Docker or
-Kubernetes tomorrow. A provider is small on purpose:
+"""Providers start and stop worker agents somewhere: local processes of this host
+(``local``) or Kubernetes pods (``kubernetes``). A provider is small on purpose:
 
-- ``start(managed)`` launches an agent running ``manage.py runworker --type T --name N
-  --concurrency C [--labels ...]`` (``managed.name`` is the name it must register under)
-  and returns a ``Launch`` (pid or other handle, host) or raises ``ProviderError``.
+- ``start(managed, credential=...)`` launches an agent in HTTP mode (``hodei-agent
+  --server URL --type T --name N --concurrency C [--labels-json ...]``, or ``manage.py
+  runworker --server ...``) that registers under ``managed.name`` with ``credential``,
+  the worker credential the control plane made for it (give it through the agent's
+  environment, ``HODEI_AGENT_TOKEN``, or a file: never its command line, and never the
+  database's URL or the secret key), and returns a ``Launch`` (pid or other handle,
+  host) or raises ``ProviderError``.
 - ``is_alive(managed)`` tells whether that agent is still running; ``None`` if this
   process cannot tell (another host), in which case heartbeats decide.
 - ``exit_reason(managed)`` says why an agent that is no longer alive stopped (exit code,
@@ -13,7 +17,7 @@ Kubernetes tomorrow. A provider is small on purpose:
 
 Everything else (waiting for the agent to register, recording state, the API) lives in
 ``workermanager.managed`` and is the same for every provider. To add one, implement
-these four methods and add the class to ``get_provider``."""
+these four methods and add the class to ``get_provider`` and its name to ``PROVIDERS``."""
 
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,7 +36,7 @@ class Launch:
 class WorkerProvider(Protocol):
     name: str
 
-    def start(self, managed) -> Launch: ...
+    def start(self, managed, *, credential: str) -> Launch: ...
 
     def is_alive(self, managed) -> bool | None: ...
 
@@ -41,11 +45,20 @@ class WorkerProvider(Protocol):
     def stop(self, managed, *, grace_seconds: float) -> None: ...
 
 
-def get_provider(name: str) -> WorkerProvider:
-    from workermanager.providers.local import LocalProcessProvider
+# The providers' names, for validating input without importing them (the kubernetes one
+# loads the Kubernetes client, which only a worker manager that uses it needs).
+PROVIDERS = ("local", "kubernetes")
 
-    providers = {LocalProcessProvider.name: LocalProcessProvider}
-    try:
-        return providers[name]()
-    except KeyError:
-        raise ProviderError(f"Unknown worker provider {name!r}") from None
+
+def get_provider(name: str) -> WorkerProvider:
+    if name == "local":
+        from workermanager.providers.local import LocalProcessProvider
+
+        return LocalProcessProvider()
+    if name == "kubernetes":
+        try:
+            from workermanager.providers.kubernetes import KubernetesProvider
+        except ImportError as exc:  # an install without the `kubernetes` package
+            raise ProviderError(f"The kubernetes provider cannot load: {exc}") from exc
+        return KubernetesProvider()
+    raise ProviderError(f"Unknown worker provider {name!r}")

@@ -1,4 +1,10 @@
-"""Agents as local processes of this host, each in a session of its own."""
+"""Agents as local processes of this host, each in a session of its own.
+
+They run in HTTP mode (``runworker --server``, handed to the agent before Django loads):
+they talk to the worker manager at HODEI_WORKERMANAGER_URL with the credential the
+control plane made for them, passed in their environment. They get none of this
+process's secrets: not the database's URL, not the secret key, not the keys job secrets
+are encrypted with; only the basics of its environment and the agent's own settings."""
 
 import json
 import os
@@ -10,10 +16,59 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
-from hodei.lib.env import database_url_from_settings
 from workermanager.providers import Launch, ProviderError
+
+# What an agent takes from this process's environment (the rest is left behind).
+INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    # The agent's own settings (agent.loop.AgentConfig.ENV) that the control plane has
+    # no setting for.
+    "HODEI_ISOLATION",
+    "HODEI_SANDBOX_UID",
+    "HODEI_SANDBOX_GID",
+    "HODEI_LOG_FORMAT",
+    "HODEI_LOG_LEVEL",
+)
+INHERITED_PREFIXES = ("OTEL_",)  # tracing, if this process traces
+# The agent's settings both sides must agree on: the control plane's values.
+SHARED_SETTINGS = (
+    "HODEI_HEARTBEAT_SECONDS",
+    "HODEI_POLL_SECONDS",
+    "HODEI_KILL_GRACE_SECONDS",
+    "HODEI_SHUTDOWN_GRACE_SECONDS",
+    "HODEI_LOG_MAX_BYTES",
+    "HODEI_LOG_FLUSH_BYTES",
+    "HODEI_LOG_FLUSH_SECONDS",
+)
+
+
+def agent_env(credential: str) -> dict[str, str]:
+    """The whole environment of a managed agent."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in INHERITED_ENV or name.startswith(INHERITED_PREFIXES)
+    }
+    env.update({name: str(getattr(settings, name)) for name in SHARED_SETTINGS})
+    env.update(
+        PYTHONUNBUFFERED="1",
+        HODEI_SERVER_URL=settings.HODEI_WORKERMANAGER_URL,
+        HODEI_AGENT_TOKEN=credential,
+    )
+    return env
+
 
 # Popen objects of the agents this process started, kept so that they are reaped when
 # they exit (no zombies in a long-running service process).
@@ -42,13 +97,15 @@ def _pid_running(pid: int, name: str) -> bool:
 class LocalProcessProvider:
     name = "local"
 
-    def start(self, managed) -> Launch:
+    def start(self, managed, *, credential: str) -> Launch:
         log_dir = Path(settings.VAR_DIR) / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,
             str(Path(settings.BASE_DIR) / "manage.py"),
             "runworker",
+            "--server",
+            settings.HODEI_WORKERMANAGER_URL,
             "--type",
             managed.type,
             "--name",
@@ -68,11 +125,7 @@ class LocalProcessProvider:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=settings.BASE_DIR,
-                    env={
-                        **os.environ,
-                        "PYTHONUNBUFFERED": "1",
-                        "DATABASE_URL": database_url_from_settings(connection.settings_dict),
-                    },
+                    env=agent_env(credential),
                     # Its own session: a restart of this web worker does not take it down.
                     start_new_session=True,
                     close_fds=True,

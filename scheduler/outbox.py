@@ -1,0 +1,60 @@
+"""Schedule events (docs/events.md), written in the transaction of the change."""
+
+from events.services import event_emit
+from scheduler.choices import FireOutcome
+from scheduler.models import Schedule, ScheduleFire
+
+FIRE_EVENT = {
+    FireOutcome.FIRED: "schedule.fired",
+    FireOutcome.REPLACED: "schedule.fired",
+    FireOutcome.SKIPPED_OVERLAP: "schedule.skipped",
+    FireOutcome.SKIPPED_PAUSED: "schedule.skipped",
+    FireOutcome.MISSED: "schedule.missed",
+    FireOutcome.CAUGHT_UP: "schedule.missed",
+}
+
+
+def _at(value):
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _ids(schedule: Schedule, **more) -> dict:
+    return {
+        "schedule_id": schedule.pk,
+        "job_id": schedule.job_id,
+        "pipeline_id": schedule.pipeline_id,
+        **more,
+    }
+
+
+def fire_event(schedule: Schedule, fire: ScheduleFire) -> None:
+    event_emit(
+        FIRE_EVENT[fire.outcome],
+        subject=("schedule", schedule.pk),
+        ids=_ids(schedule, execution_id=fire.execution_id, pipeline_run_id=fire.pipeline_run_id),
+        payload={
+            "name": str(schedule),
+            "outcome": fire.outcome,
+            "slot_at": _at(fire.slot_at),
+            "fired_at": _at(fire.fired_at),
+            "is_manual": fire.is_manual,
+            "detail": fire.detail,
+        },
+    )
+
+
+def health_event(schedule: Schedule, kind: str, *, reason: str, slot) -> None:
+    """schedule.late (it turned down) or schedule.recovered (up again)."""
+    event_emit(
+        f"schedule.{kind}",
+        subject=("schedule", schedule.pk),
+        ids=_ids(schedule),
+        payload={
+            "name": str(schedule),
+            "health": schedule.health,
+            "reason": reason,
+            "slot_at": _at(slot),
+            "alert_after_seconds": schedule.alert_after_seconds,
+            "down_since": _at(schedule.down_since),
+        },
+    )
