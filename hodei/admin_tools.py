@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.urls import path
 from django.utils.functional import cached_property
 
 from hodei.exceptions import HodeiError
@@ -77,3 +78,13 @@ def apply_each(
     if count:
         model_admin.message_user(request, done.format(count=count), messages.SUCCESS)
     return count
+
+
+def object_urls(model_admin, views: Iterable[tuple[str, Callable, str]]) -> list:
+    """A ModelAdmin's own pages, ``(route, view, name)``, behind the admin's login and
+    named ``admin:<app>_<model>_<name>``: put them before ``super().get_urls()``."""
+    prefix = f"{model_admin.opts.app_label}_{model_admin.opts.model_name}"
+    return [
+        path(route, model_admin.admin_site.admin_view(view), name=f"{prefix}_{name}")
+        for route, view, name in views
+    ]

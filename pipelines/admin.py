@@ -20,10 +20,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts import permissions
-from hodei.admin_tools import CappedCountPaginator
+from hodei.admin_tools import CappedCountPaginator, object_urls
 from hodei.exceptions import HodeiError
 from hodei.lib import dag_svg
-from hodei.lib.lookup import id_prefix_range
+from hodei.lib.lookup import id_search
 from hodei.templatetags.hodei import hodei_ms, moment, status_pill
 from orchestrator import admin as orchestrator_admin
 from orchestrator.models import Pipeline
@@ -151,13 +151,9 @@ class PipelineRunAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        try:
-            return queryset.filter(id=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        bounds = id_prefix_range(term)
-        if bounds is not None:
-            return queryset.filter(id__gte=bounds[0], id__lte=bounds[1]), False
+        by_id = id_search(queryset, term)
+        if by_id is not None:
+            return by_id, False
         return queryset.filter(pipeline__name__icontains=term), False
 
     # -- columns -------------------------------------------------------------------
@@ -221,18 +217,11 @@ class PipelineRunAdmin(admin.ModelAdmin):
     # -- detail page: the live graph, jobs and outputs -----------------------------
 
     def get_urls(self):
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         views = [
             ("<path:object_id>/state.json", self.state_view, "state"),
             ("<path:object_id>/operate/<str:operation>/", self.operate_view, "operate"),
         ]
-        return [
-            *(
-                path(route, self.admin_site.admin_view(view), name=f"{prefix}_{name}")
-                for route, view, name in views
-            ),
-            *super().get_urls(),
-        ]
+        return [*object_urls(self, views), *super().get_urls()]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)

@@ -75,3 +75,11 @@ def env_field(**kwargs) -> StringMapField:
 
 def labels_field(**kwargs) -> StringMapField:
     return StringMapField(key_pattern=LABEL_KEY, max_value_length=200, plain_values=True, **kwargs)
+
+
+def id_field(queryset, **kwargs) -> serializers.PrimaryKeyRelatedField:
+    """An object given by its UUID (``pipeline_id``, ``job_ids``...): a 400 naming the
+    field for an unknown or malformed id."""
+    return serializers.PrimaryKeyRelatedField(
+        queryset=queryset, pk_field=serializers.UUIDField(), **kwargs
+    )

@@ -37,3 +37,17 @@ def by_id_or_prefix(queryset, value: str):
             fields={"id": [f"{value!r} is ambiguous."]},
         )
     return matches[0]
+
+
+def id_search(queryset, term: str):
+    """The rows a full id or a short one (8+ characters, as lists show them) names, or
+    None when ``term`` is not an id: then the caller searches its text fields."""
+    try:
+        return queryset.filter(pk=uuid.UUID(term))
+    except ValueError:
+        pass
+    bounds = id_prefix_range(term)
+    if bounds is not None:
+        # The short ids the lists show: a range on the primary key.
+        return queryset.filter(pk__gte=bounds[0], pk__lte=bounds[1])
+    return None

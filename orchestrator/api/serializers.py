@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hodei.api.fields import JSONObjectField, env_field, labels_field
+from hodei.api.fields import JSONObjectField, env_field, id_field, labels_field
 from hodei.lib import secrets
 from orchestrator.models import JOB_SETTINGS, PIPELINE_SETTINGS, Job, Pipeline
 
@@ -49,15 +49,11 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobInputSerializer(serializers.ModelSerializer):
-    pipeline_id = serializers.PrimaryKeyRelatedField(
-        source="pipeline", queryset=Pipeline.objects.all(), pk_field=serializers.UUIDField()
-    )
+    pipeline_id = id_field(Pipeline.objects.all(), source="pipeline")
     labels = labels_field(required=False)
     env = env_field(required=False)
     secret_env = env_field(required=False)
-    depends_on = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Job.objects.all(), required=False, pk_field=serializers.UUIDField()
-    )
+    depends_on = id_field(Job.objects.all(), many=True, required=False)
 
     class Meta:
         model = Job

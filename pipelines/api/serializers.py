@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hodei.api.fields import env_field
+from hodei.api.fields import env_field, id_field
 from orchestrator.models import Job
 from pipelines.models import PipelineRun
 from pipelines.services import run_jobs
@@ -67,10 +67,9 @@ class RunInputSerializer(serializers.Serializer):
     """What ``POST /api/v1/pipelines/{id}/run`` takes, both optional."""
 
     env = env_field(required=False, help_text="Variables every job of the run receives.")
-    jobs = serializers.PrimaryKeyRelatedField(
+    jobs = id_field(
+        Job.objects.all(),
         many=True,
-        queryset=Job.objects.all(),
         required=False,
-        pk_field=serializers.UUIDField(),
         help_text="Run only these jobs (and the jobs they need).",
     )

@@ -4,6 +4,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hodei.api.fields import id_field
 from orchestrator.models import Job, Pipeline
 from scheduler.cron import CronError, parse_timezone
 from scheduler.models import Schedule, ScheduleFire
@@ -53,17 +54,15 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
 
 class ScheduleInputSerializer(serializers.ModelSerializer):
-    job_id = serializers.PrimaryKeyRelatedField(
+    job_id = id_field(
+        Job.objects.all(),
         source="job",
-        queryset=Job.objects.all(),
-        pk_field=serializers.UUIDField(),
         required=False,
         help_text="The job each slot runs (or give pipeline_id).",
     )
-    pipeline_id = serializers.PrimaryKeyRelatedField(
+    pipeline_id = id_field(
+        Pipeline.objects.all(),
         source="pipeline",
-        queryset=Pipeline.objects.all(),
-        pk_field=serializers.UUIDField(),
         required=False,
         help_text="The pipeline each slot runs, as a pipeline run (or give job_id).",
     )

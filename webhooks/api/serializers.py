@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hodei.api.fields import id_field
 from hodei.lib import secrets as hodei_secrets
 from hodei.lib.validators import plain_text
 from orchestrator.models import Job, Pipeline
@@ -72,24 +73,16 @@ class SubscriptionInputSerializer(serializers.Serializer):
         help_text="At least 16 characters; omitted on create, one is generated and returned "
         f"once. Never returned otherwise; {hodei_secrets.MASK} keeps the current one.",
     )
-    pipeline_id = serializers.PrimaryKeyRelatedField(
+    pipeline_id = id_field(
+        Pipeline.objects.all(),
         source="pipeline",
-        queryset=Pipeline.objects.all(),
-        pk_field=serializers.UUIDField(),
         required=False,
         allow_null=True,
     )
-    job_id = serializers.PrimaryKeyRelatedField(
-        source="job",
-        queryset=Job.objects.all(),
-        pk_field=serializers.UUIDField(),
-        required=False,
-        allow_null=True,
-    )
-    schedule_id = serializers.PrimaryKeyRelatedField(
+    job_id = id_field(Job.objects.all(), source="job", required=False, allow_null=True)
+    schedule_id = id_field(
+        Schedule.objects.all(),
         source="schedule",
-        queryset=Schedule.objects.all(),
-        pk_field=serializers.UUIDField(),
         required=False,
         allow_null=True,
     )
