@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,9 +36,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ISOLATION
-from tests.processes import ROOT, Ledger, free_port, start_service, stop, wait_for
+from tests.processes import Ledger, free_port, start_service, stop, wait_for
 
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV") or ROOT / ".venv") / "bin"
+VENV_BIN = Path(sys.executable).parent
 AGENT = str(VENV_BIN / "hodei-agent")
 # Where free /24s are looked for (a private range nothing here uses).
 POOL = ipaddress.ip_network("10.213.0.0/16")
@@ -273,6 +274,7 @@ def control_plane(network, child_env):
         yield ControlPlane(url=url, proc=proc)
     finally:
         stop(proc)
+        proc.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
@@ -305,6 +307,10 @@ def ledger(network):
 def environ_of(pid: int) -> dict:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def cmdline_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def log_of(proc) -> str:

@@ -4,15 +4,18 @@ of a worker credential, revocation, a cable cut mid-run, and exactly-once execut
 many runs spread over both hosts."""
 
 import json
+import signal
+import subprocess
 import time
 from collections import Counter
 
 import pytest
 
+from tests.conftest import ISOLATION
 from tests.multihost.conftest import (
-    AGENT,
     VENV_BIN,
     Host,
+    cmdline_of,
     environ_of,
     log_of,
     settle_all,
@@ -33,15 +36,15 @@ def registration_token(**options) -> str:
     return credentials.registration_token_create(**options)[1]
 
 
-def ran(ledger, tag: str = "ran") -> Counter:
+def record(ledger) -> str:
+    """A command's first words: tell the ledger what runs where (one line)."""
+    return f"echo ran:$HODEI_EXECUTION_ID:$HODEI_ATTEMPT:$HOSTNAME > {ledger.address}"
+
+
+def ran(ledger) -> Counter:
     """(execution id, attempt, host) -> how many times the ledger says it ran."""
-    entries = (line.split(":") for line in ledger.lines() if line.startswith(f"{tag}:"))
+    entries = (line.split(":") for line in ledger.lines() if line.startswith("ran:"))
     return Counter(tuple(parts[1:]) for parts in entries)
-
-
-def record(ledger, tag: str = "ran") -> str:
-    """A command's first words: write one line saying what runs where to the ledger."""
-    return f"echo {tag}:$HODEI_EXECUTION_ID:$HODEI_ATTEMPT:$HOSTNAME > {ledger.address}"
 
 
 def call(host: Host, url: str, *, token: str, body: dict | None = None, method: str = "POST"):
@@ -71,7 +74,7 @@ def test_two_hosts_register_with_one_token_and_run_work(network, host_agents, le
         # The agent itself (every launcher step exec'd it), holding the URL and the
         # token only (and PATH, and the PWD sh exports): no database, no secret key, no
         # settings.
-        assert b"hodei-agent" in open(f"/proc/{proc.pid}/cmdline", "rb").read()
+        assert "hodei-agent" in cmdline_of(proc.pid)
         environ = environ_of(proc.pid)
         assert set(environ) - {"PWD"} == {"PATH", "HODEI_SERVER_URL", "HODEI_REGISTRATION_TOKEN"}
         assert not set(SECRETS) & set(environ)
@@ -119,8 +122,8 @@ def test_a_credential_cannot_touch_another_hosts_execution(network, host_agents,
     assert body["detail"] == f"Execution {theirs.pk} is not this worker's."
     chunk = {"execution_id": str(theirs.pk), "seq": 99, "stream": "stdout"}
     chunk.update(message="forged\n", created_at=time.time())
-    status, body = call(host_a, f"{control_plane.url}{API}/logs", token=credential_a,
-                        body={"chunks": [chunk]})  # fmt: skip
+    logs = f"{control_plane.url}{API}/logs"
+    status, body = call(host_a, logs, token=credential_a, body={"chunks": [chunk]})
     assert status == 403, body
     # Reading it: the credential is no key to the normal API at all (401, not 403).
     for path in (f"/api/v1/executions/{theirs.pk}/logs", f"/api/v1/executions/{theirs.pk}"):
@@ -148,7 +151,7 @@ def test_a_revoked_agent_stops_within_a_heartbeat_saying_why(
     assert credentials.worker_credential_revoke(worker=Worker.objects.get(name="host-a"))
     revoked_at = time.monotonic()
     assert proc.wait(10) == 3, log_of(proc)
-    assert time.monotonic() - revoked_at < 2.0  # heartbeats and control: every 0.5 s
+    assert time.monotonic() - revoked_at < 3  # heartbeats and control: every 0.5 s
     assert "stopped: the control plane refused this agent" in log_of(proc)
     assert "revoked by an operator" in log_of(proc)
     assert not processes_running(marker)  # its command went with it
@@ -159,9 +162,7 @@ def test_a_revoked_agent_stops_within_a_heartbeat_saying_why(
     assert status == 401 and "revoked by an operator" in body["detail"]
 
 
-def test_a_cut_cable_loses_the_run_which_succeeds_on_the_other_host(
-    network, host_agents, ledger
-):
+def test_a_cut_cable_loses_the_run_which_succeeds_on_the_other_host(network, host_agents, ledger):
     host_a, host_b = network.hosts["a"], network.hosts["b"]
     token = registration_token()
     a = host_agents(host_a, token=token, name="host-a")
@@ -179,13 +180,13 @@ def test_a_cut_cable_loses_the_run_which_succeeds_on_the_other_host(
     lost = Execution.objects.get(pk=execution.pk)
     assert lost.status == ExecutionStatus.LOST, lost.status
     assert "host-a stopped heartbeating" in lost.error
-    assert time.monotonic() - cut_at < 6
+    assert time.monotonic() - cut_at < 10  # B's start, 2 s of silence, a heartbeat
     done = settled(retry)
     assert done.status == ExecutionStatus.SUCCEEDED and done.worker.name == "host-b"
     assert done.attempt == 2 and log_text(done) == "begun on host-b\nended on host-b\n"
 
     # Host A's command ends meanwhile, unheard; then its cable is plugged in again.
-    wait_for(lambda: time.monotonic() - cut_at > 4, timeout=10)
+    time.sleep(max(0.0, cut_at + 4 - time.monotonic()))
     stop(b)
     network.restore(host_a)
     restored_at = time.monotonic()
@@ -198,7 +199,7 @@ def test_a_cut_cable_loses_the_run_which_succeeds_on_the_other_host(
         ),
         timeout=45,
     )
-    reported_after = time.monotonic() - restored_at
+    assert time.monotonic() - restored_at < 20
     assert Execution.objects.get(pk=execution.pk).status == ExecutionStatus.LOST
     assert Execution.objects.get(pk=retry.pk).status == ExecutionStatus.SUCCEEDED
     # The ledger: attempt 1 ran on host A, attempt 2 on host B, once each.
@@ -211,7 +212,32 @@ def test_a_cut_cable_loses_the_run_which_succeeds_on_the_other_host(
     after = settled(execution_enqueue(command="echo back on $HOSTNAME"), timeout=60)
     assert after.status == ExecutionStatus.SUCCEEDED and log_text(after) == "back on host-a\n"
     assert a.poll() is None and "refused this agent" not in log_of(a)
-    print(f"late report {reported_after:.1f} s after the cable came back")
+
+
+def test_a_cut_off_host_still_times_out_its_commands_and_stops_on_sigterm(network, host_agents):
+    """Its loop fails at the first request of every step while the cable is out: the
+    agent's own duties must not wait for the control plane. (Before the fix in
+    Agent.run, a 2 s timeout was still not applied 40 s into a cut, and SIGTERM was
+    ignored until the cable came back.)"""
+    host_a = network.hosts["a"]
+    a = host_agents(host_a, token=registration_token(), name="host-a", concurrency=2)
+    timed, untimed = sleep_marker(), sleep_marker()
+    first = execution_enqueue(command=f"echo timed; sleep {timed}", timeout_seconds=2)
+    second = execution_enqueue(command=f"echo untimed; sleep {untimed}")
+    wait_for(lambda: log_text(first) and log_text(second), timeout=15)
+
+    network.cut(host_a)
+    # The first request after the cut waits for its 15 s timeout (packets are dropped,
+    # nothing refuses them); the 2 s timeout is applied as soon as the loop is back.
+    wait_for(lambda: not processes_running(timed), timeout=30, interval=0.1)
+    assert processes_running(untimed)
+
+    # Stopped, it gives its command the grace (1 s), stops it, tries to report (each
+    # attempt fails, after a few seconds at most) and exits.
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(40) == 0, log_of(a)
+    assert not processes_running(untimed)
+    assert "while stopping" in log_of(a)  # it tried to report, and did not insist
 
 
 def test_500_executions_over_both_hosts_each_run_exactly_once(network, host_agents, ledger):
@@ -219,9 +245,7 @@ def test_500_executions_over_both_hosts_each_run_exactly_once(network, host_agen
     for host in network.hosts.values():
         host_agents(host, token=token, concurrency=8)
     started_at = time.monotonic()
-    ids = [
-        execution_enqueue(command=record(ledger)).pk for _ in range(500)
-    ]
+    ids = [execution_enqueue(command=record(ledger)).pk for _ in range(500)]
     rows = settle_all(ids, timeout=90)
     elapsed = time.monotonic() - started_at
     statuses = Counter(r.status for r in rows)
@@ -234,11 +258,11 @@ def test_500_executions_over_both_hosts_each_run_exactly_once(network, host_agen
     print(f"500 executions in {elapsed:.1f} s: {dict(per_host)}")
 
 
-def test_the_readmes_two_commands_add_an_agent_on_another_host(network, control_plane, child_env):
+def test_the_readmes_two_commands_add_an_agent_on_another_host(
+    network, control_plane, child_env, tmp_path
+):
     """README, "An agent on another machine, in two commands", verbatim but for the
     token and the URL."""
-    import subprocess
-
     made = subprocess.run(
         [str(VENV_BIN / "hodei"), "createregistrationtoken", "--type", "default"]
         + ["--uses", "1", "--expires", "7d"],
@@ -252,21 +276,23 @@ def test_the_readmes_two_commands_add_an_agent_on_another_host(network, control_
     assert token.startswith("hodei_reg_") and "\n" not in token
     host_b = network.hosts["b"]
     shell = (
-        f"HODEI_REGISTRATION_TOKEN={token} hodei-agent --server {control_plane.url} "
-        "--type default"
+        f"HODEI_REGISTRATION_TOKEN={token} hodei-agent --server {control_plane.url} --type default"
     )
-    proc = subprocess.Popen(
-        host_b.argv("bash", "-c", shell),
-        env={"PATH": f"{VENV_BIN}:/usr/bin:/bin"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    if ISOLATION != "sandbox":
+        shell += f" --isolation {ISOLATION}"  # tests.conftest.SANDBOX_PROBLEM says why
+    with open(tmp_path / "agent.log", "wb") as output:
+        proc = subprocess.Popen(
+            host_b.argv("bash", "-c", shell),
+            env={"PATH": f"{VENV_BIN}:/usr/bin:/bin"},  # hodei-agent on PATH, as installed
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         worker = wait_for(lambda: Worker.objects.filter(name="host-b").first(), timeout=20)
+        # bash exec'd it: the process stop() signals is the agent's.
+        assert "hodei-agent" in cmdline_of(proc.pid)
         assert worker.status == WorkerStatus.ONLINE
         done = settled(execution_enqueue(command="echo hello from $HOSTNAME"))
         assert done.status == ExecutionStatus.SUCCEEDED and log_text(done) == "hello from host-b\n"
     finally:
         stop(proc)
-    assert AGENT  # the script the README names is the one the other tests run
