@@ -13,6 +13,9 @@ OPERATOR_ACTIONS = {
     ("scheduler", "schedulefire"): ("delete", "view"),
     ("workermanager", "worker"): ("add", "change", "view"),
     ("workermanager", "managedworker"): ("add", "change", "view"),
+    # Pools start and stop managed workers on their own; delete: drain and remove one.
+    ("workermanager", "workerpool"): ("add", "change", "delete", "view"),
+    ("workermanager", "poolscaling"): ("view",),
     # Registration tokens let a machine join as an agent (and so receive the secret
     # variables of the jobs it claims): operators may make and revoke them.
     ("workermanager", "registrationtoken"): ("add", "change", "view"),

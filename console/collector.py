@@ -24,6 +24,7 @@ class DomainCollector:
         yield from self._worker_gauges()
         yield from self._schedule_gauges()
         yield from self._blocked_gauges()
+        yield from self._pool_gauges()
 
     def _stored_series(self):
         rows = MetricValue.objects.values_list("name", "labels", "value")
@@ -132,4 +133,20 @@ class DomainCollector:
         )
         for reason, n in waiting.blocked_counts().items():
             family.add_metric([reason], n)
+        yield family
+
+    def _pool_gauges(self):
+        """Each worker pool's agents: what its last decision wanted and what serves (one
+        query; pools are few, one per worker type)."""
+        family = GaugeMetricFamily(
+            "hodei_pool_workers",
+            "Agents of a worker pool: desired (its last decision), current (starting or "
+            "running), draining.",
+            labels=["pool", "worker_type", "state"],
+        )
+        for pool in selectors.pools_with_worker_counts():
+            labels = [str(pool.pk), pool.worker_type]
+            family.add_metric([*labels, "desired"], pool.desired_workers)
+            family.add_metric([*labels, "current"], pool.current_workers)
+            family.add_metric([*labels, "draining"], pool.draining_workers)
         yield family

@@ -7,7 +7,14 @@ from django.contrib.auth import get_user_model
 from hodei.lib import clock
 from orchestrator.models import Job, Pipeline
 from scheduler.models import Schedule, ScheduleFire
-from workermanager.models import Execution, ExecutionLog, ManagedWorker, Worker
+from workermanager.models import (
+    Execution,
+    ExecutionLog,
+    ManagedWorker,
+    PoolScaling,
+    Worker,
+    WorkerPool,
+)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -106,6 +113,25 @@ class ManagedWorkerFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"managed-default-{n:012x}")
     type = "default"
     status = "stopped"
+
+
+class WorkerPoolFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WorkerPool
+
+    worker_type = factory.Sequence(lambda n: f"pool-type-{n}")
+    max_workers = 3
+
+
+class PoolScalingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PoolScaling
+
+    pool = factory.SubFactory(WorkerPoolFactory)
+    from_workers = 0
+    to_workers = 1
+    reason = "queue"
+    detail = "2 queued execution(s), 0 free slot(s)"
 
 
 class ScheduleFireFactory(factory.django.DjangoModelFactory):

@@ -9,26 +9,29 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import permissions
-from hodei.admin_tools import CappedCountPaginator, apply_each
+from hodei.admin_tools import CappedCountPaginator, apply_each, object_urls
 from hodei.api.fields import LABEL_KEY
 from hodei.exceptions import HodeiError, InvalidTransition
 from hodei.lib import clock
 from hodei.lib.durations import parse_duration
-from hodei.lib.lookup import id_prefix_range
+from hodei.lib.lookup import id_search
 from hodei.templatetags.hodei import hodei_duration, hodei_ms, moment, status_pill
 from orchestrator.models import Job
-from workermanager import credentials, managed, selectors, services, waiting
-from workermanager.choices import ACTIVE, MANAGED_LIVE, ExecutionStatus, Trigger
+from workermanager import credentials, managed, pools, selectors, services, waiting
+from workermanager.choices import ACTIVE, MANAGED_LIVE, ExecutionStatus, PoolStatus, Trigger
 from workermanager.models import (
     Execution,
     ManagedWorker,
+    PoolScaling,
     RegistrationToken,
     Worker,
+    WorkerPool,
 )
+from workermanager.providers import PROVIDERS
 
 NO_SANDBOX = (
     "Its commands run unsandboxed, as the agent's own user: they can read its environment "
@@ -191,14 +194,9 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         if not term:
             # The changelist always asks; `command LIKE '%%'` would filter nothing, slowly.
             return queryset, False
-        try:
-            return queryset.filter(id=uuid.UUID(term)), False
-        except ValueError:
-            pass
-        bounds = id_prefix_range(term)
-        if bounds is not None:
-            # The short ids the list shows: a range on the primary key.
-            return queryset.filter(id__gte=bounds[0], id__lte=bounds[1]), False
+        by_id = id_search(queryset, term)
+        if by_id is not None:
+            return by_id, False
         return queryset.filter(Q(command__icontains=term)), False
 
     # -- columns -------------------------------------------------------------------
@@ -311,20 +309,13 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     # -- detail page: live log and state ------------------------------------------
 
     def get_urls(self):
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         views = [
             ("<path:object_id>/tail/", self.tail_view, "tail"),
             ("<path:object_id>/log.txt", self.download_view, "download"),
             ("<path:object_id>/operate/<str:operation>/", self.operate_view, "operate"),
             ("run-job/<uuid:job_id>/", self.run_job_view, "run_job"),
         ]
-        return [
-            *(
-                path(route, self.admin_site.admin_view(view), name=f"{prefix}_{name}")
-                for route, view, name in views
-            ),
-            *super().get_urls(),
-        ]
+        return [*object_urls(self, views), *super().get_urls()]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         execution = self.get_object(request, object_id)
@@ -469,7 +460,7 @@ class ManagedWorkerAdmin(admin.ModelAdmin):
         "started_at",
         "stopped_at",
     )
-    list_filter = ("status", "type", "provider")
+    list_filter = ("status", "type", "provider", "pool")
     list_select_related = ("worker",)
     search_fields = ("name", "type", "host")
     actions = ("stop_selected",)
@@ -805,3 +796,135 @@ class RegistrationTokenAdmin(admin.ModelAdmin):
             done="Revoked {count} registration token(s).",
             label=lambda token: f"{token.prefix}…",
         )
+
+
+class WorkerPoolForm(forms.ModelForm):
+    provider = forms.ChoiceField(choices=[(name, name) for name in PROVIDERS], initial="local")
+
+    class Meta:
+        model = WorkerPool
+        fields = pools.POOL_FIELDS
+
+
+class PoolScalingInline(admin.TabularInline):
+    """The pool's latest scaling decisions (the API's /pools/{id}/scalings has them all)."""
+
+    model = PoolScaling
+    fields = ("at", "from_workers", "to_workers", "reason", "detail")
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+    max_num = 0
+    verbose_name_plural = "Scaling decisions (latest 20)"
+    LATEST = 20
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        # The formset filters by pool after this, and a sliced queryset cannot be
+        # filtered: take the latest ids of the pool on the page.
+        pool_id = (request.resolver_match.kwargs if request.resolver_match else {}).get("object_id")
+        queryset = super().get_queryset(request)
+        if pool_id is None:
+            return queryset.none()
+        latest = PoolScaling.objects.filter(pool_id=pool_id).order_by("-id")[: self.LATEST]
+        return queryset.filter(pk__in=list(latest.values_list("pk", flat=True)))
+
+
+@admin.register(WorkerPool)
+class WorkerPoolAdmin(admin.ModelAdmin):
+    """Pools as the API has them: created and changed through the same services, deleted
+    by draining their agents first."""
+
+    form = WorkerPoolForm
+    list_display = (
+        "worker_type",
+        "provider",
+        "status_badge",
+        "workers",
+        "min_workers",
+        "max_workers",
+        "concurrency",
+        "idle_seconds",
+        "reconciled",
+    )
+    list_filter = ("status", "provider")
+    search_fields = ("worker_type",)
+    inlines = [PoolScalingInline]
+    shown_fields = (
+        "status_badge",
+        "workers",
+        "workers_link",
+        "desired_workers",
+        "created_at",
+        "updated_at",
+        "reconciled",
+    )
+
+    def get_queryset(self, request):
+        return selectors.pools_with_worker_counts()
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return pools.POOL_FIELDS
+        return (*pools.POOL_FIELDS, *self.shown_fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        # The type of a pool's agents cannot change (the API says so too).
+        return ("worker_type", *self.shown_fields)
+
+    def has_change_permission(self, request, obj=None):
+        # A deleting pool only drains: nothing to change any more.
+        if obj is not None and obj.status == PoolStatus.DELETING:
+            return False
+        return super().has_change_permission(request, obj)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return status_pill(obj.status)
+
+    @admin.display(description="live agents (desired)")
+    def workers(self, obj):
+        text = f"{getattr(obj, 'current_workers', 0)} ({obj.desired_workers})"
+        draining = getattr(obj, "draining_workers", 0)
+        return f"{text}, {draining} draining" if draining else text
+
+    @admin.display(description="agents")
+    def workers_link(self, obj):
+        url = reverse("admin:workermanager_managedworker_changelist") + f"?pool__id__exact={obj.pk}"
+        return format_html('<a href="{}">the managed workers of this pool</a>', url)
+
+    @admin.display(description="reconciled", ordering="reconciled_at")
+    def reconciled(self, obj):
+        return moment(obj.reconciled_at, compact=True) if obj.reconciled_at else "never"
+
+    def save_model(self, request, obj, form, change):
+        data = {name: form.cleaned_data[name] for name in pools.POOL_FIELDS}
+        if change:
+            pools.pool_update(pool=obj, **data)
+        else:
+            obj.pk = pools.pool_create(**data).pk
+
+    def delete_model(self, request, obj):
+        if pools.pool_delete(pool=obj) is not None:
+            self.message_user(
+                request,
+                f"{obj} is draining its agents; it goes once the last has stopped.",
+                messages.WARNING,
+            )
+
+    def delete_queryset(self, request, queryset):
+        for pool in queryset:
+            self.delete_model(request, pool)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if WorkerPool.objects.filter(pk=obj_id).exists():
+            # Draining (delete_model said so): not "deleted successfully" yet.
+            return redirect("admin:workermanager_workerpool_change", obj_id)
+        return super().response_delete(request, obj_display, obj_id)

@@ -87,3 +87,20 @@ class ManagedWorkerStatus(models.TextChoices):
 MANAGED_LIVE = frozenset(
     {ManagedWorkerStatus.STARTING, ManagedWorkerStatus.RUNNING, ManagedWorkerStatus.STOPPING}
 )
+
+
+class PoolStatus(models.TextChoices):
+    ACTIVE = "active"
+    DELETING = "deleting"  # its workers drain and stop; then the pool is gone
+
+
+class ScaleReason(models.TextChoices):
+    """Why a worker pool changed its number of workers (a PoolScaling's ``reason``)."""
+
+    MIN = "min"  # below min_workers
+    QUEUE = "queue"  # queued executions of its type exceed its free capacity
+    WAIT = "wait"  # the oldest queued execution waited longer than scale_up_after_seconds
+    REPLACE = "replace"  # workers died (a process killed, a pod evicted): replaced
+    IDLE = "idle"  # workers idle for idle_seconds: drained and stopped
+    MAX = "max"  # above max_workers (lowered): drained and stopped
+    DELETED = "deleted"  # the pool was deleted: every worker drains and stops

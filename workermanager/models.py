@@ -305,9 +305,9 @@ class WorkerPool(models.Model):
         errors = {}
         if self.provider not in PROVIDERS:
             errors["provider"] = [f"One of {', '.join(PROVIDERS)}."]
-        if self.min_workers is not None and self.max_workers is not None:
-            if self.min_workers > self.max_workers:
-                errors["min_workers"] = [f"At most max_workers ({self.max_workers})."]
+        bounds = (self.min_workers, self.max_workers)
+        if None not in bounds and bounds[0] > bounds[1]:
+            errors["min_workers"] = [f"At most max_workers ({self.max_workers})."]
         quota = settings.HODEI_MAX_MANAGED_WORKERS
         if self.max_workers is not None and self.max_workers > quota:
             errors["max_workers"] = [f"At most {quota} (HODEI_MAX_MANAGED_WORKERS)."]

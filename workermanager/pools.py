@@ -150,11 +150,13 @@ class ReconcileResult:
 
 def pools_reconcile(*, now: datetime | None = None) -> ReconcileResult:
     """One pass over every pool (see the module's docstring). Idempotent; safe on several
-    processes at once. Must not run inside a transaction (agents are launched after the
-    decisions commit)."""
+    processes at once. Must not run inside a transaction when there are pools (agents are
+    launched after the decisions commit)."""
+    result = ReconcileResult()
+    if not WorkerPool.objects.exists():
+        return result  # (the maintenance task's fallback, where no pool is configured)
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("pools_reconcile must not run inside a transaction")
-    result = ReconcileResult()
     backends = _Backends()
     _check_health(result, backends)
     launches = _decide(result, now=now or clock.now())
@@ -361,8 +363,18 @@ def _decide_pool(
 
 def _wanted(pool: WorkerPool, state: _PoolState) -> tuple[int, str, str]:
     """How many serving agents the pool wants now, why, and the numbers behind it: the
-    largest of what its queue asks, what replaces agents that died, and its minimum."""
+    largest of what replaces agents that died, what its queue asks, and its minimum (on a
+    tie, the first of these: a replaced agent's lost executions are queued again, and
+    "replace" says why better than "queue")."""
     options = []
+    if state.died:
+        options.append(
+            (
+                state.current + state.died,
+                ScaleReason.REPLACE,
+                f"{state.died} agent(s) ended without being stopped",
+            )
+        )
     if state.queued > state.free:
         missing = math.ceil((state.queued - state.free) / pool.concurrency)
         options.append(
@@ -387,17 +399,7 @@ def _wanted(pool: WorkerPool, state: _PoolState) -> tuple[int, str, str]:
                 f"{pool.scale_up_after_seconds})",
             )
         )
-    if state.died:
-        options.append(
-            (
-                state.current + state.died,
-                ScaleReason.REPLACE,
-                f"{state.died} agent(s) ended without being stopped",
-            )
-        )
-    options.append(
-        (pool.min_workers, ScaleReason.MIN, f"min_workers is {pool.min_workers}")
-    )
+    options.append((pool.min_workers, ScaleReason.MIN, f"min_workers is {pool.min_workers}"))
     want, reason, detail = max(options, key=lambda option: option[0])
     return min(want, pool.max_workers), reason, detail
 
@@ -498,7 +500,6 @@ def _record(pool, before: int, after: int, reason: str, detail: str, now, result
 
 def _touch(pool: WorkerPool, *, desired: int, now: datetime) -> None:
     WorkerPool.objects.filter(pk=pool.pk).update(desired_workers=desired, reconciled_at=now)
-
 
 
 # -- the qcluster's loop ------------------------------------------------------------------

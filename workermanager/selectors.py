@@ -4,11 +4,17 @@ the CLI, the dashboard, /metrics): each rule written once."""
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Q
 
 from orchestrator.models import Job
-from workermanager.choices import LIVE_WORKER_STATUSES, TERMINAL, ExecutionStatus, Isolation
-from workermanager.models import Execution, ExecutionLog, Worker
+from workermanager.choices import (
+    LIVE_WORKER_STATUSES,
+    TERMINAL,
+    ExecutionStatus,
+    Isolation,
+    ManagedWorkerStatus,
+)
+from workermanager.models import Execution, ExecutionLog, Worker, WorkerPool
 
 LOG_PAGE = 1000  # chunks per page of a log, for every reader
 MAX_LOG_PAGE = 5000
@@ -146,11 +152,7 @@ def workers_by_liveness(*, now: datetime) -> dict[str, int]:
 def pools_with_worker_counts():
     """Worker pools, each with how many of its agents serve (starting or running) and
     how many drain: what the API, the admin and /metrics show. One query for a list."""
-    from django.db.models import Q
-
-    from workermanager.choices import ManagedWorkerStatus as M
-    from workermanager.models import WorkerPool
-
+    M = ManagedWorkerStatus
     return WorkerPool.objects.annotate(
         current_workers=Count("workers", filter=Q(workers__status__in=[M.STARTING, M.RUNNING])),
         draining_workers=Count("workers", filter=Q(workers__status=M.STOPPING)),

@@ -14,6 +14,7 @@ from tests.factories import (
     ExecutionFactory,
     JobFactory,
     ManagedWorkerFactory,
+    PoolScalingFactory,
     ScheduleFactory,
     UserFactory,
     WorkerFactory,
@@ -36,6 +37,7 @@ MODELS = [
     ("workermanager", "execution"),
     ("workermanager", "managedworker"),
     ("workermanager", "registrationtoken"),
+    ("workermanager", "workerpool"),
     ("pipelines", "pipelinerun"),
 ]
 # What each changelist's actions are, for an operator.
@@ -47,6 +49,7 @@ ACTIONS = {
     "execution": {"cancel_selected", "retry_selected"},
     "managedworker": {"stop_selected"},
     "registrationtoken": {"revoke_selected"},
+    "workerpool": {"delete_selected"},
     "pipelinerun": set(),
 }
 
@@ -62,6 +65,7 @@ def objects():
         "execution": ExecutionFactory(job=job),
         "managedworker": ManagedWorkerFactory(),
         "registrationtoken": registration_token_create(name="ci")[0],
+        "workerpool": PoolScalingFactory().pool,
         "pipelinerun": pipeline_run_start(pipeline=job.pipeline),
     }
 

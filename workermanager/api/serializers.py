@@ -1,7 +1,14 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from hodei.api.fields import ENV_NAME, StringMapField, env_field, labels_field
+from hodei.api.fields import (
+    ENV_NAME,
+    CachedFieldsMixin,
+    StringMapField,
+    env_field,
+    id_field,
+    labels_field,
+)
 from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType, Network
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
@@ -25,7 +32,7 @@ class WaitingReasonSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
 
 
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     job_id = serializers.UUIDField(read_only=True)
     worker_id = serializers.UUIDField(read_only=True)
     retry_of = serializers.UUIDField(source="retry_of_id", read_only=True)
@@ -81,17 +88,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
         return reason.as_dict() if reason else None
 
 
-class ExecuteInputSerializer(serializers.ModelSerializer):
+class ExecuteInputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     """What ``POST /api/v1/execute`` takes: a job and/or a command, and overrides of the
     job's run settings (the job supplies every one left out)."""
 
-    job_id = serializers.PrimaryKeyRelatedField(
-        source="job",
-        queryset=Job.objects.all(),
-        pk_field=serializers.UUIDField(),
-        required=False,
-        allow_null=True,
-    )
+    job_id = id_field(Job.objects.all(), source="job", required=False, allow_null=True)
     command = serializers.CharField(
         required=False, allow_blank=True, trim_whitespace=False, max_length=256 * 1024
     )

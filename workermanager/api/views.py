@@ -14,13 +14,18 @@ from accounts import permissions
 from hodei.api.renderers import PlainTextRenderer
 from hodei.api.views import validated
 from hodei.lib import clock
-from workermanager import agent_protocol, credentials, managed, selectors, services, workers
+from workermanager import agent_protocol, credentials, managed, pools, selectors, services, workers
 from workermanager.api.authentication import (
     Agent,
     AgentRegistrationAuthentication,
     WorkerCredentialAuthentication,
 )
-from workermanager.api.filters import ExecutionFilter, ManagedWorkerFilter, WorkerFilter
+from workermanager.api.filters import (
+    ExecutionFilter,
+    ManagedWorkerFilter,
+    WorkerFilter,
+    WorkerPoolFilter,
+)
 from workermanager.api.serializers import (
     AgentClaimInputSerializer,
     AgentClaimSerializer,
@@ -40,12 +45,16 @@ from workermanager.api.serializers import (
     ManagedWorkerInputSerializer,
     ManagedWorkerSerializer,
     ManagedWorkerStatusSerializer,
+    PoolScalingSerializer,
     WorkerInputSerializer,
+    WorkerPoolInputSerializer,
+    WorkerPoolSerializer,
     WorkerSerializer,
 )
 from workermanager.models import (
     Execution,
     ManagedWorker,
+    PoolScaling,
     RegistrationToken,
     Worker,
     WorkerCredential,
@@ -205,6 +214,75 @@ class ManagedWorkerViewSet(
             "last_heartbeat": row.worker.last_heartbeat_at if row.worker else None,
         }
         return Response(ManagedWorkerStatusSerializer(body).data)
+
+
+@extend_schema(tags=["pools"])
+class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Worker pools: managed workers of one type that Hodei starts when executions of the
+    type queue up and stops when they are idle, between `min_workers` and `max_workers`.
+    Reconciled every few seconds by each qcluster; every decision is in `scalings`."""
+
+    queryset = selectors.pools_with_worker_counts()
+    serializer_class = WorkerPoolSerializer
+    filterset_class = WorkerPoolFilter
+    action_permissions = {"scalings": "workermanager.view_poolscaling"}
+
+    def _body(self, pool) -> dict:
+        return WorkerPoolSerializer(selectors.pools_with_worker_counts().get(pk=pool.pk)).data
+
+    @extend_schema(request=WorkerPoolInputSerializer, responses={201: WorkerPoolSerializer})
+    def create(self, request):
+        """A pool; its first agents start within HODEI_POOL_RECONCILE_SECONDS (`min_workers`
+        of them, or as many as its queue asks). 400 naming the fields for bad bounds
+        (`min_workers` above `max_workers`, a quota) or a worker type that has a pool."""
+        data = validated(WorkerPoolInputSerializer, request.data, echo=WorkerPoolSerializer)
+        pool = pools.pool_create(**data)
+        return Response(self._body(pool), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=WorkerPoolInputSerializer, responses=WorkerPoolSerializer)
+    def update(self, request, pk=None):
+        return self._update(request, partial=False)
+
+    @extend_schema(request=WorkerPoolInputSerializer, responses=WorkerPoolSerializer)
+    def partial_update(self, request, pk=None):
+        """Change the bounds or settings; its agents follow at the next pass (a lower
+        `max_workers` drains the extra ones). The worker type cannot change."""
+        return self._update(request, partial=True)
+
+    def _update(self, request, *, partial: bool):
+        data = validated(
+            WorkerPoolInputSerializer, request.data, partial=partial, echo=WorkerPoolSerializer
+        )
+        pool = pools.pool_update(pool=self.get_object(), **data)
+        return Response(self._body(pool))
+
+    @extend_schema(
+        responses={
+            202: OpenApiResponse(WorkerPoolSerializer, description="Its agents are draining."),
+            204: OpenApiResponse(description="Deleted (it had no live agent)."),
+        }
+    )
+    def destroy(self, request, pk=None):
+        """Delete the pool. Its agents drain first (their commands finish), then stop:
+        202 with the pool, `status: deleting`, until the last one has stopped and the
+        pool is gone; 204 when it had none."""
+        pool = pools.pool_delete(pool=self.get_object())
+        if pool is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(self._body(pool), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        responses=PoolScalingSerializer(many=True),
+        operation_id="api_v1_pools_scalings_list",
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def scalings(self, request, pk=None):
+        """The pool's scaling decisions, newest first: when, from how many live agents
+        to how many, why (`min`, `queue`, `wait`, `replace`, `idle`, `max`, `deleted`)
+        and the numbers behind it."""
+        pool = self.get_object()
+        page = self.paginate_queryset(PoolScaling.objects.filter(pool=pool))
+        return self.get_paginated_response(PoolScalingSerializer(page, many=True).data)
 
 
 @extend_schema(tags=["workers"])

@@ -10,7 +10,11 @@ ticker itself:
   honcho send it), instead of reaching the cluster's main process only;
 - on SIGTERM or Ctrl-C the supervisor stops the ticker, forwards SIGTERM to the
   cluster, and SIGKILLs its whole group if it has not stopped after a grace period
-  (django-q2 issue #346)."""
+  (django-q2 issue #346).
+
+Beside the ticker, a thread of the supervisor reconciles the worker pools every
+HODEI_POOL_RECONCILE_SECONDS (``workermanager.pools``); when the supervisor stops, it
+stops the pools' agents that run as processes of this host."""
 
 import logging
 import os
@@ -25,6 +29,7 @@ from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from scheduler.ticker import Ticker
 from telemetry.tracing import setup_tracing
+from workermanager.pools import PoolReconcileLoop, pools_stop_local
 
 log = logging.getLogger("hodei.scheduler")
 STOP_GRACE_SECONDS = 10.0
@@ -54,6 +59,8 @@ class Command(DjangoQCommand):
             signal.signal(sig, lambda signum, frame: stopping.append(signum))
         cluster = subprocess.Popen(argv, start_new_session=True)
         ticker = Ticker(get_broker())
+        pools = PoolReconcileLoop()
+        pools.start()
         try:
             while not stopping and cluster.poll() is None:
                 try:
@@ -64,9 +71,20 @@ class Command(DjangoQCommand):
                     ticker.wait(1.0)
         finally:
             ticker.close()
+            pools.stop()
             self._stop(cluster)
+            self._stop_pool_agents()
         if cluster.returncode not in (0, -signal.SIGTERM) and not stopping:
             raise SystemExit(cluster.returncode or 1)
+
+    def _stop_pool_agents(self) -> None:
+        try:
+            stopped = pools_stop_local()
+        except DatabaseError as exc:
+            log.warning("could not stop the pools' local agents: %s", exc)
+            return
+        if stopped:
+            log.info("stopped %s pool agent(s) of this host", stopped)
 
     def _stop(self, cluster: subprocess.Popen) -> None:
         if cluster.poll() is None:
