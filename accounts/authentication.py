@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from rest_framework import authentication, exceptions
 
@@ -31,11 +31,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
             raw = ""
-        token = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=hash_token(raw), revoked_at__isnull=True)
-            .first()
-        )
+        token = active_token(hash_token(raw))
         now = clock.now()
         if token is None or not token.user.is_active:
             record_failure(address, now=now)
@@ -52,6 +48,49 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+def active_token(key_hash: str) -> ApiToken | None:
+    """The unrevoked token of that hash with its user, in one plain query: every API
+    request starts here, and the ORM's select_related compiles a join each time (about
+    three quarters of a millisecond of CPU, a fifth of a POST /api/v1/execute)."""
+    token_fields = ApiToken._meta.concrete_fields
+    user_field = ApiToken._meta.get_field("user")
+    user_model = user_field.related_model
+    user_fields = user_model._meta.concrete_fields
+    columns = [f"t.{connection.ops.quote_name(f.column)}" for f in token_fields]
+    columns += [f"u.{connection.ops.quote_name(f.column)}" for f in user_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(columns)} FROM {ApiToken._meta.db_table} t "
+            f"JOIN {user_model._meta.db_table} u "
+            f"ON u.{user_model._meta.pk.column} = t.{user_field.column} "
+            "WHERE t.key_hash = %s AND t.revoked_at IS NULL",
+            [key_hash],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = _converted(token_fields + user_fields, row)
+    token = ApiToken.from_db(
+        connection.alias, [f.attname for f in token_fields], values[: len(token_fields)]
+    )
+    token.user = user_model.from_db(
+        connection.alias, [f.attname for f in user_fields], values[len(token_fields) :]
+    )
+    return token
+
+
+def _converted(fields, row) -> list:
+    """Database values as the ORM converts them (the backend's and the fields' own)."""
+    values = list(row)
+    for i, field in enumerate(fields):
+        column = field.get_col(field.model._meta.db_table)
+        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(
+            connection
+        ):
+            values[i] = convert(values[i], column, connection)
+    return values
 
 
 def client_address(request) -> str:

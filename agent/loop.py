@@ -8,6 +8,7 @@ goes through a transport (agent.transport): the database, or HTTP.
 
 Plain Python apart from the transport: an HTTP agent runs without Django."""
 
+import fcntl
 import logging
 import os
 import selectors
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.output import OutputCapture
-from agent.process import CommandProcess, command_env
+from agent.process import CommandProcess, command_env, remove_spare_workdirs
 from agent.sandbox import Limits, SandboxConfig, SandboxError
 from agent.transport import Assignment, Rejected, Transport, TransportError
 from telemetry.logs import register_secret
@@ -26,6 +27,10 @@ log = logging.getLogger("hodei.agent")
 
 CONTROL_SECONDS = 0.5
 READ_BYTES = 64 * 1024
+# A pipe that filled up is read this many times in a row (up to 1 MiB) before the
+# selector is asked again, and grown to FAST_PIPE_BYTES.
+READS_PER_WAKE = 16
+FAST_PIPE_BYTES = 1024 * 1024
 
 # How a run ended, as the agent reports it (workermanager.choices.WORKER_OUTCOMES).
 SUCCEEDED, FAILED, TIMED_OUT, CANCELLED = "succeeded", "failed", "timed_out", "cancelled"
@@ -47,6 +52,7 @@ class Run:
     deadline: float | None
     reason: str | None = None  # why we are killing it: a key of KILL_OUTCOMES
     open_fds: set = field(default_factory=set)
+    grown_fds: set = field(default_factory=set)  # pipes given FAST_PIPE_BYTES
     span: object = None  # the execution.run span, when tracing
     outcome: tuple | None = None  # (status, error) once it ended
     outputs: dict = field(default_factory=dict)  # what it wrote to $HODEI_OUTPUT
@@ -190,6 +196,17 @@ class Agent:
                     log.warning("control plane unreachable (%s); retrying", exc)
                     self.transport.reset()
                     self.wait_io(timeout=min(0.1 * 2**failures, 5.0))
+                    # The failed step never reached its own duties (it fails at its
+                    # first request, every time while the link is down): commands'
+                    # timeouts still apply, and a stop still ends the agent after its
+                    # grace (shutdown() stops what runs and reports what it can).
+                    now = time.monotonic()
+                    self.enforce_deadlines(now=now)
+                    if self.stopping_since is not None and (
+                        not self.runs
+                        or now - self.stopping_since >= self.config.shutdown_grace_seconds
+                    ):
+                        break
                 except Rejected as exc:
                     self._refused(str(exc))
         finally:
@@ -242,6 +259,7 @@ class Agent:
             self.enforce_deadlines(now=time.monotonic())
             self._best_effort(self.settle_finished)
         self._best_effort(lambda: self.flush(now=time.monotonic(), final=True))
+        remove_spare_workdirs()
         if self.worker_id is not None and not self.stop_reason:
             self._best_effort(self.transport.go_offline)
             log.info("agent %s stopped", self.name)
@@ -291,7 +309,7 @@ class Agent:
     def claim(self, *, now: float) -> int:
         free = self._free_slots()
         if free <= 0:
-            if self.wanted and self.stopping_since is None:
+            if self.wanted and self.stopping_since is None and self.transport.cheap_claims:
                 # A claim made for it before it began to drain (an HTTP long-poll's
                 # answer) is its to run: drained agents finish what they have. A
                 # stopping agent leaves it to go_offline, which has it retried.
@@ -300,6 +318,7 @@ class Agent:
                 for assignment in claimed:
                     self._start(assignment)
                 return len(claimed)
+            # Otherwise a wake-up that came while full is kept for when a slot frees.
             return 0
         if not self.wanted and now - self.last_poll < self.config.poll_seconds:
             return 0
@@ -393,17 +412,29 @@ class Agent:
         return did
 
     def _read(self, run: Run, stream: str, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_BYTES)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
+        for _ in range(READS_PER_WAKE):
+            try:
+                data = os.read(fd, READ_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.selector.unregister(fd)
+                run.open_fds.discard(fd)
+                return
             run.output.feed(stream, data)
-        else:
-            self.selector.unregister(fd)
-            run.open_fds.discard(fd)
+            if len(data) < READ_BYTES:
+                return
+            if fd not in run.grown_fds:
+                # A full read: this command writes fast. A bigger pipe lets it go on
+                # writing while the agent stores what it read (instead of both taking
+                # turns); slow commands keep the default pipe (kernel memory).
+                run.grown_fds.add(fd)
+                try:
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, FAST_PIPE_BYTES)
+                except (OSError, AttributeError):
+                    pass
 
     def enforce_deadlines(self, *, now: float) -> None:
         for run in self.runs.values():
@@ -451,8 +482,8 @@ class Agent:
                 if run.open_fds:
                     continue
             done.append(run)
-        for run in done:
-            self._settle(run)
+        if done:
+            self._settle(done)
         return len(done)
 
     def _log_ids(self, assignment: Assignment) -> dict:
@@ -475,45 +506,61 @@ class Agent:
             return FAILED, error
         return FAILED, ""
 
-    def _settle(self, run: Run) -> None:
-        assignment, code = run.assignment, run.process.returncode
-        if run.outcome is None:  # decided once: a report that failed is sent again as is
-            run.outcome = self._outcome(run, code)
-            run.outputs, warnings = run.process.outputs()
-            for warning in warnings:
-                run.output.system(f"[hodei] warning: {warning}")
-        status, error = run.outcome
+    def _settle(self, runs: list[Run]) -> None:
+        """Report runs that ended, together: their last output in one store, then their
+        outcomes in one report (one transaction for a database agent)."""
+        chunks, reports = [], []
+        for run in runs:
+            assignment, code = run.assignment, run.process.returncode
+            if run.outcome is None:  # decided once: a failed report is sent again as is
+                run.outcome = self._outcome(run, code)
+                run.outputs, warnings = run.process.outputs()
+                for warning in warnings:
+                    run.output.system(f"[hodei] warning: {warning}")
+            status, error = run.outcome
+            chunks += [(assignment.id, c) for c in run.output.take(final=True)]
+            if status is not None:
+                reports.append(
+                    {
+                        "execution_id": assignment.id,
+                        "status": status,
+                        "exit_code": code,
+                        "error": error,
+                        "log_bytes": run.output.seen_bytes,
+                        "log_truncated": run.output.truncated,
+                        "outputs": run.outputs,
+                    }
+                )
         # Every chunk is stored before the outcome: a reader that sees a finished
         # execution has seen all of its output.
-        self._store([(assignment.id, c) for c in run.output.take(final=True)])
-        if run.span is not None:
-            run.span.set_attribute("hodei.exit_code", -1 if code is None else code)
-            run.span.set_attribute("hodei.status", status or "settled elsewhere")
-            run.span.end()
-            run.span = None
-        log.info(
-            "execution %s, exit code %s",
-            status or "settled elsewhere",
-            code,
-            extra=self._log_ids(assignment),
-        )
-        if status is not None:
-            self.transport.settle(
-                execution_id=assignment.id,
-                status=status,
-                exit_code=code,
-                error=error,
-                log_bytes=run.output.seen_bytes,
-                log_truncated=run.output.truncated,
-                outputs=run.outputs,
+        self._store(chunks)
+        if reports:
+            self.transport.settle_many(reports)
+        # Reported: only now may the runs be forgotten (a failed report is retried).
+        for run in runs:
+            assignment, code = run.assignment, run.process.returncode
+            status = run.outcome[0]
+            if run.span is not None:
+                run.span.set_attribute("hodei.exit_code", -1 if code is None else code)
+                run.span.set_attribute("hodei.status", status or "settled elsewhere")
+                run.span.end()
+                run.span = None
+            log.info(
+                "execution %s, exit code %s",
+                status or "settled elsewhere",
+                code,
+                extra=self._log_ids(assignment),
             )
-        # Reported: only now may the run be forgotten (a failed report is retried).
-        if run.process.pidfd is not None:
-            try:
-                self.selector.unregister(run.process.pidfd)
-            except KeyError:
-                pass
-        run.process.close()
-        del self.runs[assignment.id]
-        if self._free_slots():
+            if run.process.pidfd is not None:
+                try:
+                    self.selector.unregister(run.process.pidfd)
+                except KeyError:
+                    pass
+            run.process.close()
+            del self.runs[assignment.id]
+        # Claim again at once only where there may be work: the last claim filled every
+        # slot, or a wake-up came meanwhile (``wanted``); an idle queue is not asked
+        # after every run. A transport whose claims cost nothing until work comes (an
+        # HTTP long-poll) is given the freed slots at once.
+        if self.transport.cheap_claims and self._free_slots():
             self.wanted = True

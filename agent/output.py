@@ -8,6 +8,10 @@ from agent.masking import Masker
 
 # workermanager.choices.LogStream's values (this module runs without Django).
 STDOUT, STDERR, SYSTEM = "stdout", "stderr", "system"
+# Chunks ready to store are stored together once they hold this much (or once the oldest
+# output in them has waited flush_seconds): a command printing fast is stored a MiB per
+# INSERT, one printing slowly is seen within flush_seconds.
+STORE_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -32,9 +36,11 @@ class OutputCapture:
     """Collects one execution's stdout and stderr and hands out chunks to store.
 
     Secret values are masked (agent.masking) as output arrives, across both streams,
-    before it is cut into chunks. Memory stays bounded: a stream is flushed once it holds
-    ``flush_bytes``; output past ``max_bytes`` is counted but dropped, with one system
-    line saying so."""
+    before it is cut into chunks. A stream is cut into a chunk once it holds
+    ``flush_bytes``; chunks are handed out (``due``) once they hold STORE_BATCH_BYTES
+    together, or once the oldest output not yet handed out has waited
+    ``flush_seconds``. Memory stays bounded by those two; output past ``max_bytes`` is
+    counted but dropped, with one system line saying so."""
 
     def __init__(
         self,
@@ -58,6 +64,9 @@ class OutputCapture:
             STDERR: _StreamBuffer(STDERR),
         }
         self._ready: list[Chunk] = []
+        self._ready_bytes = 0  # characters, in fact: what the chunks in _ready hold
+        self._ready_since: float | None = None  # when their oldest output arrived
+        self.batch_bytes = max(STORE_BATCH_BYTES, flush_bytes)
 
     def feed(self, stream: str, data: bytes, *, now: float | None = None) -> None:
         self.seen_bytes += len(data)
@@ -106,19 +115,26 @@ class OutputCapture:
         )
 
     def system(self, message: str) -> None:
-        self._ready.append(Chunk(self.next_seq, SYSTEM, message + "\n", time.time()))
+        self._add_ready(Chunk(self.next_seq, SYSTEM, message + "\n", time.time()))
+
+    def _add_ready(self, chunk: Chunk, *, since: float | None = None) -> None:
+        self._ready.append(chunk)
         self.next_seq += 1
+        self._ready_bytes += len(chunk.message)
+        if self._ready_since is None:
+            self._ready_since = since if since is not None else time.monotonic()
 
     def due(self, *, now: float | None = None) -> bool:
         now = now if now is not None else time.monotonic()
-        held = self.masker is not None and self.masker.held_too_long(now=now)
-        return (
-            held
-            or bool(self._ready)
-            or any(
-                b.pending_since is not None and now - b.pending_since >= self.flush_seconds
-                for b in self._streams.values()
-            )
+        if self.masker is not None and self.masker.held_too_long(now=now):
+            return True
+        if self._ready_bytes >= self.batch_bytes:
+            return True
+        if self._ready_since is not None and now - self._ready_since >= self.flush_seconds:
+            return True
+        return any(
+            b.pending_since is not None and now - b.pending_since >= self.flush_seconds
+            for b in self._streams.values()
         )
 
     def take(self, *, final: bool = False, now: float | None = None) -> list[Chunk]:
@@ -140,6 +156,7 @@ class OutputCapture:
                 stale = now - buf.pending_since >= 5 * self.flush_seconds
                 self._cut(buf, whole=stale, now=now)
         ready, self._ready = self._ready, []
+        self._ready_bytes, self._ready_since = 0, None
         return ready
 
     def _cut(self, buf: _StreamBuffer, *, whole: bool, now: float | None = None) -> None:
@@ -153,10 +170,14 @@ class OutputCapture:
             if end == 0:
                 return
             text, rest = buf.text[:end], buf.text[end:]
+        now = now if now is not None else time.monotonic()
+        # The chunk is as old as its oldest output (its freshness is counted from then).
+        since = buf.pending_since if buf.pending_since is not None else now
         buf.text = rest
-        buf.pending_since = (now if now is not None else time.monotonic()) if rest else None
-        self._ready.append(Chunk(self.next_seq, buf.stream, self._clean(text), time.time()))
-        self.next_seq += 1
+        buf.pending_since = now if rest else None
+        self._add_ready(
+            Chunk(self.next_seq, buf.stream, self._clean(text), time.time()), since=since
+        )
 
     def _clean(self, text: str) -> str:
         # PostgreSQL text cannot hold NUL.

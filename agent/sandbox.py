@@ -66,6 +66,9 @@ class SandboxConfig:
 _probe_results: dict[SandboxConfig, str | None] = {}
 
 
+ROOT_REFUSED = "the sandbox uid/gid must not be 0 (root); the default is 65534."
+
+
 def probe(config: SandboxConfig) -> str | None:
     """None if commands can run as configured here, else the reason and how to fix it.
 
@@ -84,6 +87,8 @@ def _config_problem(config: SandboxConfig) -> str | None:
         return f"unknown isolation {config.isolation!r}: use one of {', '.join(ISOLATIONS)}."
     if config.isolation == "none":
         return None
+    if config.uid == 0 or config.gid == 0:  # wrong wherever it runs: said first
+        return ROOT_REFUSED
     if _which(config.bwrap) is None:
         return (
             f"bubblewrap ({config.bwrap!r}) is not installed or not on PATH, so commands "
@@ -140,7 +145,7 @@ def _try_sandbox(config: SandboxConfig) -> str | None:
 def _check_identity(config: SandboxConfig) -> None:
     """Commands never run as root, and only as the agent's own uid if asked to explicitly."""
     if config.uid == 0 or config.gid == 0:
-        raise SandboxError("the sandbox uid/gid must not be 0 (root); the default is 65534.")
+        raise SandboxError(ROOT_REFUSED)
     if os.geteuid() == 0:
         if _which("unshare") is None:
             raise SandboxError(

@@ -62,6 +62,11 @@ class Rejected(Exception):
 
 
 class Transport(Protocol):
+    # Whether ``claim`` costs nothing while no work comes (it starts or extends an HTTP
+    # long-poll and hands over what one brought): the loop then calls it whenever a
+    # slot is free. False: a claim is a query, made only when there may be work.
+    cheap_claims: bool
+
     def register(
         self, *, type: str, name: str, labels: dict, capacity: int, isolation: str
     ) -> Registration: ...
@@ -90,6 +95,12 @@ class Transport(Protocol):
         log_truncated: bool,
         outputs: dict[str, str],
     ) -> bool: ...
+
+    def settle_many(self, reports: list[dict]) -> list[bool]:
+        """``settle`` for several runs at once (``execution_id`` plus settle's keywords
+        each): whether each was recorded. All or none: a TransportError leaves every
+        one to report again."""
+        ...
 
     def go_offline(self) -> None: ...
 

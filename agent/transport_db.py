@@ -17,6 +17,8 @@ from workermanager.notify import CANCEL_CHANNEL, CHANNEL
 
 
 class DatabaseTransport:
+    cheap_claims = False  # each claim is a query: made on NOTIFY, backlog or poll
+
     def __init__(self):
         self.worker: Worker | None = None
         self.listener = Listener([CHANNEL, CANCEL_CHANNEL])
@@ -64,6 +66,9 @@ class DatabaseTransport:
 
     def settle(self, **report) -> bool:
         return self._call(agent_protocol.agent_settle, worker=self.worker, **report)
+
+    def settle_many(self, reports) -> list[bool]:
+        return self._call(agent_protocol.agent_settle_many, worker=self.worker, reports=reports)
 
     def go_offline(self) -> None:
         self._call(metrics.buffer.flush)

@@ -133,6 +133,8 @@ class _Connection:
 
 
 class HttpTransport:
+    cheap_claims = True  # claim() starts or extends a long-poll; it never waits
+
     def __init__(
         self,
         *,
@@ -311,6 +313,11 @@ class HttpTransport:
                 reply.data.get("status"),
             )
         return recorded
+
+    def settle_many(self, reports) -> list[bool]:
+        # One request each. A TransportError part way leaves them all to the loop's
+        # next attempt: the server ignores a finish it has recorded already.
+        return [self.settle(**report) for report in reports]
 
     def go_offline(self) -> None:
         self._post(f"{API}/offline", {})

@@ -8,8 +8,10 @@ is never a dependency of Hodei itself. bench_execution.py drives it:
     var/bench-venv/bin/python bench/bench_procrastinate.py --dsn DSN defer N
     var/bench-venv/bin/python bench/bench_procrastinate.py --dsn DSN worker --concurrency C --name W
 
-Each job runs `/bin/true` as a subprocess with its stdout and stderr piped and read to
-the end, as a Hodei agent does with a command's output. The bench measures the drain from
+Each job runs a program (``--program``, default `bash -c true`: what a Hodei execution
+of type bash with the command `true` runs, so that both sides run the same program) as a
+subprocess with its stdout and stderr piped and read to the end, as a Hodei agent does
+with a command's output. The bench measures the drain from
 the database (procrastinate_events 'started' / 'succeeded' rows), the same way it
 measures Hodei (started_at / finished_at).
 """
@@ -26,7 +28,9 @@ import psycopg_pool
 logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
 
 
-def make_app(dsn: str, pool_size: int) -> procrastinate.App:
+def make_app(
+    dsn: str, pool_size: int, program: tuple[str, ...] = ("bash", "-c", "true")
+) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(
         conninfo=dsn,
         min_size=min(2, pool_size),
@@ -38,14 +42,14 @@ def make_app(dsn: str, pool_size: int) -> procrastinate.App:
     @app.task(name="run_true")
     async def run_true():
         proc = await asyncio.create_subprocess_exec(
-            "/bin/true",
+            *program,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         await proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"/bin/true exited {proc.returncode}")
+            raise RuntimeError(f"{' '.join(program)} exited {proc.returncode}")
 
     return app
 
@@ -60,6 +64,7 @@ def main() -> int:
     worker = sub.add_parser("worker")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--name", default="worker")
+    worker.add_argument("--program", default="bash -c true", help="what each job runs")
     args = parser.parse_args()
 
     if args.cmd == "schema":
@@ -80,7 +85,7 @@ def main() -> int:
     # worker: a pool big enough that no job waits for a connection (one per concurrent
     # job, plus the LISTEN connection and one spare), as procrastinate's docs advise.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    app = make_app(args.dsn, args.concurrency + 2)
+    app = make_app(args.dsn, args.concurrency + 2, tuple(args.program.split(" ", 2)))
     print("bench-procrastinate-worker starting", flush=True)
     app.run_worker(
         concurrency=args.concurrency,

@@ -1,6 +1,6 @@
 """Schedule events (docs/events.md), written in the transaction of the change."""
 
-from events.services import event_emit
+from events.services import event_emit, event_new, events_emit
 from scheduler.choices import FireOutcome
 from scheduler.models import Schedule, ScheduleFire
 
@@ -28,18 +28,25 @@ def _ids(schedule: Schedule, **more) -> dict:
 
 
 def fire_event(schedule: Schedule, fire: ScheduleFire) -> None:
-    event_emit(
-        FIRE_EVENT[fire.outcome],
-        subject=("schedule", schedule.pk),
-        ids=_ids(schedule, execution_id=fire.execution_id, pipeline_run_id=fire.pipeline_run_id),
-        payload={
-            "name": str(schedule),
-            "outcome": fire.outcome,
-            "slot_at": _at(fire.slot_at),
-            "fired_at": _at(fire.fired_at),
-            "is_manual": fire.is_manual,
-            "detail": fire.detail,
-        },
+    # events_emit: one plain INSERT (a burst of firings writes a hundred of these).
+    events_emit(
+        [
+            event_new(
+                FIRE_EVENT[fire.outcome],
+                subject=("schedule", schedule.pk),
+                ids=_ids(
+                    schedule, execution_id=fire.execution_id, pipeline_run_id=fire.pipeline_run_id
+                ),
+                payload={
+                    "name": str(schedule),
+                    "outcome": fire.outcome,
+                    "slot_at": _at(fire.slot_at),
+                    "fired_at": _at(fire.fired_at),
+                    "is_manual": fire.is_manual,
+                    "detail": fire.detail,
+                },
+            )
+        ]
     )
 
 

@@ -1,13 +1,15 @@
 """Sub-second firing for django-q2 schedules.
 
 django-q2 looks at its schedules from its cluster's guard loop about every 30 s (a fixed
-interval). The ticker calls django-q2's own ``scheduler()`` function the moment the
-earliest schedule falls due: it sleeps until that ``next_run`` (at most a second, so it
-also notices schedules changed elsewhere), and wakes at once on the ``hodei_schedules``
-notification sent when a schedule is created or moved. django-q2 still does the firing:
-it locks the due rows (``select_for_update``), creates the tasks, and its workers run
-them. Several tickers (one per qcluster) are safe for the same reason several clusters
-are: the row locks, plus Hodei's unique (schedule, slot) history."""
+interval). The ticker acts the moment the earliest schedule falls due: it sleeps until
+that ``next_run`` (at most a second, so it also notices schedules changed elsewhere),
+and wakes at once on the ``hodei_schedules`` notification sent when a schedule is
+created or moved. It then fires every due Hodei schedule itself, in a few transactions
+(``schedules_fire_due``), and calls django-q2's own ``scheduler()`` for the rest
+(django-q2's periodic tasks, or a Hodei schedule left over: one task each, as django-q2
+fires them). Several tickers (one per qcluster) are safe: Hodei's schedules are locked
+with SKIP LOCKED (each ticker takes its own), django-q2 locks its due rows
+(``select_for_update``), and Hodei's (schedule, slot) history is unique."""
 
 import logging
 import select
@@ -20,7 +22,7 @@ from django_q.scheduler import scheduler as engine_scheduler
 
 from hodei.lib.listen import Listener
 from scheduler.health import cluster_seen
-from scheduler.services import SCHEDULES_CHANNEL, TICKER_HORIZON_SECONDS
+from scheduler.services import SCHEDULES_CHANNEL, TICKER_HORIZON_SECONDS, schedules_fire_due
 
 log = logging.getLogger("hodei.scheduler")
 # The ticker tells /health that this qcluster is alive this often.
@@ -47,6 +49,14 @@ class Ticker:
         now = timezone.now()
         # django-q2 fires rows with next_run < now (strictly).
         if due is not None and due < now:
+            # Hodei's own schedules first, all of them here in a few transactions (a
+            # burst of a hundred is not a hundred tasks); their engine rows move on, so
+            # django-q2 fires only what is left: its own periodic tasks, and anything
+            # this could not fire (then one task each, as before).
+            try:
+                schedules_fire_due(now=now)
+            except Exception:
+                log.exception("ticker: firing due schedules failed; leaving them to tasks")
             engine_scheduler(broker=self.broker)
             return True
         wait = self.max_wait

@@ -6,6 +6,7 @@ claim, heartbeat, control, log storage and settlement; two transports."""
 import select
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -132,17 +133,11 @@ def agent_claim(*, worker: Worker, limit: int) -> list[dict]:
     one whose operator drained it during a long-poll, gets none)."""
     if limit <= 0:
         return []
-    with transaction.atomic():
-        # The worker's row stays locked until the claim commits: a go_offline (or
-        # reaper) that changes its status waits, then sees what was claimed and loses
-        # it; a claim after it sees the worker offline and takes nothing. Nothing is
-        # ever left running on a worker that has gone.
-        online = Worker.objects.select_for_update(no_key=True).filter(
-            pk=worker.pk, status=WorkerStatus.ONLINE
-        )
-        if not list(online.values_list("pk", flat=True)):
-            return []
-        claimed = services.executions_claim(worker=worker, limit=limit)
+    # only_online: the worker's row stays locked until the claim commits: a go_offline
+    # (or reaper) that changes its status waits, then sees what was claimed and loses
+    # it; a claim after it sees the worker offline and takes nothing. Nothing is ever
+    # left running on a worker that has gone.
+    claimed = services.executions_claim(worker=worker, limit=limit, only_online=True)
     return assignments(claimed)
 
 
@@ -293,20 +288,38 @@ def agent_settle(
     """Record how a run of ``worker`` ended (and what it output for the jobs after it).
     False when it had been settled meanwhile (a late report after the execution was
     declared lost changes nothing)."""
-    execution = Execution.objects.select_related("job").filter(pk=execution_id).first()
-    if execution is None or execution.worker_id != worker.pk:
-        # The same answer whether it exists or not: a worker learns nothing of others.
-        raise Forbidden(f"Execution {execution_id} is not this worker's.")
-    return services.execution_settle(
-        execution=execution,
-        worker=worker,
-        status=status,
-        exit_code=exit_code,
-        error=error,
-        log_bytes=log_bytes,
-        log_truncated=log_truncated,
-        outputs=outputs or {},
-    )
+    report = {
+        "execution_id": execution_id,
+        "status": status,
+        "exit_code": exit_code,
+        "error": error,
+        "log_bytes": log_bytes,
+        "log_truncated": log_truncated,
+        "outputs": outputs or {},
+    }
+    return agent_settle_many(worker=worker, reports=[report])[0]
+
+
+@transaction.atomic
+def agent_settle_many(*, worker: Worker, reports: list[dict]) -> list[bool]:
+    """``agent_settle`` for every run of ``worker`` that ended in one turn of its loop,
+    in one transaction: whether each report was recorded (False: settled meanwhile).
+    If any is of an execution that is not the worker's, none is recorded (Forbidden)."""
+    reports = [{**r, "execution_id": str(uuid.UUID(str(r["execution_id"])))} for r in reports]
+    settled = {str(e.pk) for e in services.executions_settle(worker=worker, reports=reports)}
+    late = {r["execution_id"] for r in reports} - settled
+    if late:
+        # Rare (a late report): only then look at what the others are.
+        owned = {
+            str(pk)
+            for pk in Execution.objects.filter(pk__in=late, worker=worker).values_list(
+                "pk", flat=True
+            )
+        }
+        if late - owned:
+            # The same answer whether it exists or not: a worker learns nothing of others.
+            raise Forbidden(f"Execution {', '.join(sorted(late - owned))} is not this worker's.")
+    return [r["execution_id"] in settled for r in reports]
 
 
 @transaction.atomic

@@ -1,3 +1,4 @@
+import json
 import time
 from datetime import datetime, timedelta
 
@@ -590,24 +591,39 @@ class Execution(ResourceLimits):
     # -- transitions (called by workermanager.services only) ----------------------
 
     @classmethod
-    def claim(cls, *, worker: Worker, limit: int, now: datetime) -> list["Execution"]:
+    def claim(
+        cls, *, worker: Worker, limit: int, now: datetime, only_online: bool = False
+    ) -> list["Execution"]:
         """queued -> running for up to ``limit`` executions that ``worker`` may run
         (its type, or any type): highest priority first, oldest first within a
         priority, never more running executions of a job than its concurrency limit.
+        With ``only_online``, nothing unless the worker is online, and its row stays
+        locked (FOR NO KEY UPDATE) until the claim commits: a go_offline or reaper
+        that changes its status waits, then sees what was claimed.
 
         On PostgreSQL, while no job has a limit, one statement: UPDATE ... WHERE id IN
-        (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING. Concurrent claimers lock disjoint
-        rows and never wait on each other, so no execution is claimed twice. That
-        statement leaves out jobs with a limit (read in the same statement, so always
-        current); when such jobs exist, the claim locks their rows first (in id order),
-        counts what runs, and takes only what fits. On SQLite the IMMEDIATE transaction
-        serialises claimers instead."""
+        (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING, with the worker's lock in the
+        same statement. Concurrent claimers lock disjoint rows and never wait on each
+        other, so no execution is claimed twice. That statement leaves out jobs with a
+        limit (read in the same statement, so always current); when such jobs exist,
+        the claim locks their rows first (in id order), counts what runs, and takes only
+        what fits. On SQLite the IMMEDIATE transaction serialises claimers instead."""
         if connection.vendor == "postgresql" and not _limited_jobs_exist():
-            return cls._claim_in_one_statement(worker=worker, limit=limit, now=now)
+            return cls._claim_in_one_statement(
+                worker=worker, limit=limit, now=now, only_online=only_online
+            )
         with transaction.atomic():
+            if only_online and not Worker.objects.select_for_update(no_key=True).filter(
+                pk=worker.pk, status=WorkerStatus.ONLINE
+            ).values_list("pk", flat=True):
+                return []
             rows = cls._claim_within_limits(worker=worker, limit=limit, now=now)
+            # Started once the jobs' locks are held, not when the claim began: a run of a
+            # limited job that settled while this claim waited for its lock ended before
+            # this one starts, in the rows as in fact.
+            started = max(now, clock.now())
             for row in rows:
-                row._transition(S.RUNNING, **cls._start_fields(row, worker=worker, now=now))
+                row._transition(S.RUNNING, **cls._start_fields(row, worker=worker, now=started))
         return rows
 
     @classmethod
@@ -653,9 +669,16 @@ class Execution(ResourceLimits):
         return {"worker": worker, "started_at": now, "deadline_at": deadline}
 
     @classmethod
-    def _claim_in_one_statement(cls, *, worker, limit, now) -> list["Execution"]:
+    def _claim_in_one_statement(cls, *, worker, limit, now, only_online) -> list["Execution"]:
         table = cls._meta.db_table
-        columns = [f.column for f in cls._meta.concrete_fields]
+        # The worker's lock, when asked, is a one-time filter of the same statement: one
+        # round trip instead of two.
+        online = ""
+        params = [S.RUNNING, worker.pk, now, now]
+        if only_online:
+            online = f"""AND EXISTS (SELECT 1 FROM {Worker._meta.db_table}
+                WHERE id = %s AND status = %s FOR NO KEY UPDATE)"""
+            params += [worker.pk, WorkerStatus.ONLINE]
         sql = f"""
             UPDATE {table} SET status = %s, worker_id = %s, started_at = %s,
                 deadline_at = %s + timeout_seconds * interval '1 second'
@@ -665,10 +688,23 @@ class Execution(ResourceLimits):
                     AND (job_id IS NULL OR job_id NOT IN (
                         SELECT id FROM {Job._meta.db_table}
                         WHERE concurrency_limit IS NOT NULL))
+                    {online}
                 ORDER BY priority DESC, id LIMIT %s
                 FOR UPDATE SKIP LOCKED)
-            RETURNING {", ".join(columns)}"""
-        params = [S.RUNNING, worker.pk, now, now, S.QUEUED, now, worker.type, limit]
+            RETURNING {cls._returning()}"""
+        params = [*params[:4], S.QUEUED, now, worker.type, *params[4:], limit]
+        claimed = cls._from_returning(sql, params)
+        claimed.sort(key=lambda e: e.id)
+        return claimed
+
+    @classmethod
+    def _returning(cls, alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + f.column for f in cls._meta.concrete_fields)
+
+    @classmethod
+    def _from_returning(cls, sql: str, params: list) -> list["Execution"]:
+        """Run a raw statement that returns whole rows (``_returning()``), as instances."""
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -678,14 +714,66 @@ class Execution(ResourceLimits):
         converters = [
             (i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")
         ]
-        claimed = []
+        out = []
         for row in rows:
             values = list(row)
             for i, convert in converters:
                 values[i] = convert(values[i], None, connection)
-            claimed.append(cls.from_db(connection.alias, names, values))
-        claimed.sort(key=lambda e: e.id)
-        return claimed
+            out.append(cls.from_db(connection.alias, names, values))
+        return out
+
+    @classmethod
+    def settle_many(
+        cls, *, worker: Worker, reports: list[dict], now: datetime
+    ) -> list["Execution"]:
+        """running -> how each run ended, for runs that ``worker`` holds, as its agent
+        reports them together (every run that ended in one turn of its loop). Each
+        report is ``settle``'s keywords plus ``execution_id``. Returns the executions
+        this call moved, in their new state; a report on one settled meanwhile (a late
+        report) changes nothing, as with ``settle``.
+
+        On PostgreSQL one conditional UPDATE ... FROM (VALUES ...) RETURNING for all of
+        them (WHERE status = 'running' AND worker_id = the worker: SOURCES of every
+        worker outcome), instead of a read and an UPDATE each."""
+        for report in reports:
+            if report["status"] not in WORKER_OUTCOMES:
+                raise ValueError(f"{report['status']!r} is not how a run ends")
+        if connection.vendor != "postgresql":
+            moved = []
+            for report in reports:
+                fields = {k: v for k, v in report.items() if k != "execution_id"}
+                row = cls.objects.filter(pk=report["execution_id"]).first()
+                if row is not None and row.settle(worker=worker, now=now, **fields):
+                    moved.append(row)
+            return moved
+        values, params = [], []
+        for report in reports:
+            values.append("(%s::uuid, %s, %s::integer, %s, %s::bigint, %s::boolean, %s::jsonb)")
+            outputs = report.get("outputs")
+            params += [
+                str(report["execution_id"]),
+                report["status"],
+                report.get("exit_code"),
+                (report.get("error") or "")[:2000],
+                report.get("log_bytes"),
+                report.get("log_truncated"),
+                json.dumps(outputs) if outputs else None,
+            ]
+        table = cls._meta.db_table
+        sql = f"""
+            UPDATE {table} AS e SET status = v.status, exit_code = v.exit_code,
+                error = CASE WHEN v.status = %s AND v.error = ''
+                    THEN 'Timed out after ' || coalesce(e.timeout_seconds::text, 'None') || ' s.'
+                    ELSE v.error END,
+                finished_at = %s,
+                log_bytes = coalesce(v.log_bytes, e.log_bytes),
+                log_truncated = coalesce(v.log_truncated, e.log_truncated),
+                outputs = coalesce(v.outputs, e.outputs)
+            FROM (VALUES {", ".join(values)})
+                AS v(id, status, exit_code, error, log_bytes, log_truncated, outputs)
+            WHERE e.id = v.id AND e.status = %s AND e.worker_id = %s
+            RETURNING {cls._returning("e")}"""
+        return cls._from_returning(sql, [S.TIMED_OUT, now, *params, S.RUNNING, worker.pk])
 
     def settle(
         self,

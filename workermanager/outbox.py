@@ -27,7 +27,7 @@ def _at(value) -> str | None:
 def execution_event(execution: Execution) -> None:
     event = _execution_event(execution)
     if event is not None:
-        event.save(force_insert=True)
+        events_emit([event])
 
 
 def execution_events(executions: list[Execution]) -> None:

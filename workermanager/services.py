@@ -7,11 +7,13 @@ every transition (the job's status mirror, metrics, and the hooks of higher laye
 as pipeline runs and events). Nothing else calls the transitions."""
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from hodei.exceptions import InvalidInput, InvalidTransition
 from hodei.lib import clock
@@ -122,16 +124,22 @@ def _continue_budgets(execution: Execution, *, retry_of: Execution, trigger: str
         execution.retries_used += 1
 
 
-def executions_claim(*, worker: Worker, limit: int) -> list[Execution]:
+def executions_claim(*, worker: Worker, limit: int, only_online: bool = False) -> list[Execution]:
     """queued -> running: up to ``limit`` executions that ``worker`` may run, oldest
-    first, each exactly once however many agents claim at the same time."""
-    with transaction.atomic():
-        claimed = Execution.claim(worker=worker, limit=limit, now=clock.now())
+    first, each exactly once however many agents claim at the same time (with
+    ``only_online``, none unless the worker is online: ``Execution.claim``)."""
+    with transaction.atomic(), ExitStack() as spans:
+        claimed = Execution.claim(
+            worker=worker, limit=limit, now=clock.now(), only_online=only_online
+        )
         for execution in claimed:
-            with tracing.continue_trace(
-                execution.trace_parent, "execution.claim", **{"hodei.worker": worker.name}
-            ):
-                _changed(execution)
+            if execution.trace_parent:
+                spans.enter_context(
+                    tracing.continue_trace(
+                        execution.trace_parent, "execution.claim", **{"hodei.worker": worker.name}
+                    )
+                )
+        _changed_many(claimed)
     return claimed
 
 
@@ -168,6 +176,24 @@ def execution_settle(
         if settled:
             _ended(execution)
         return settled
+
+
+@transaction.atomic(savepoint=False)
+def executions_settle(*, worker: Worker, reports: list[dict]) -> list[Execution]:
+    """``execution_settle`` for many runs of ``worker`` at once (an agent reports every
+    run that ended in one turn of its loop): one conditional UPDATE for all, the retry
+    policy applied to those that moved, their side effects together. Each report is
+    ``execution_settle``'s keywords plus ``execution_id``. Returns the executions that
+    moved; a late report changes nothing. No savepoint of its own: a caller's
+    transaction (which may refuse the batch) commits or rolls back all of it."""
+    settled = Execution.settle_many(worker=worker, reports=reports, now=clock.now())
+    for execution in settled:
+        with tracing.continue_trace(
+            execution.trace_parent, "execution.finish", **{"hodei.status": execution.status}
+        ):
+            _retry_if_due(execution)
+    _changed_many(settled)
+    return settled
 
 
 @transaction.atomic
@@ -333,9 +359,9 @@ def _retry_if_due(execution: Execution) -> Execution | None:
     """Apply the job's retry policy to a settled execution: command failures under the
     job's ``max_retries`` with exponential backoff, lost runs under ``max_lost_retries``
     (an infrastructure budget of its own)."""
+    if execution.cancel_requested or execution.status not in RETRYABLE | {S.LOST}:
+        return None  # before reading the job: most runs succeed
     job = execution.job
-    if execution.cancel_requested:
-        return None
     if execution.status == S.LOST:
         # An ad-hoc execution (no job) still gets the default infrastructure budget.
         budget = job.max_lost_retries if job else DEFAULT_LOST_RETRIES
@@ -377,33 +403,56 @@ def _changed(execution: Execution) -> None:
     """The side effects of every state change, after the change, in its transaction."""
     if execution.job_id:
         _mirror_status_to_job(execution)
-    if execution.status == S.RUNNING:
-        metrics.execution_claimed(execution)
-    elif execution.status in TERMINAL:
-        metrics.execution_finished(execution)
+    _count(execution)
     outbox.execution_event(execution)
     hooks.execution_changed.fire(execution)
 
 
+def _count(execution: Execution) -> None:
+    if execution.status == S.RUNNING:
+        metrics.execution_claimed(execution)
+    elif execution.status in TERMINAL:
+        metrics.execution_finished(execution)
+
+
+# Up to this many jobs, a batch mirrors each job's status with its own conditional
+# UPDATE; past it (a fan-out), in one read and an UPDATE per status.
+MIRROR_ONE_BY_ONE = 8
+
+
 def _changed_many(executions: list[Execution]) -> None:
-    """``_changed`` for many executions that made the same move to queued (no metric
-    is kept for it): the jobs' status in two statements, the events in one INSERT."""
+    """``_changed`` for many executions that changed together (one claim, the runs an
+    agent settles in one report, a fan-out released): the jobs' statuses in a few
+    statements, the metrics, the events in one INSERT, then the hooks of each."""
     if not executions:
         return
-    jobs = {e.job_id: e for e in executions if e.job_id}
-    newest = dict(
-        Job.objects.filter(pk__in=list(jobs))
-        .annotate(
-            newest=models.Subquery(
-                Execution.objects.filter(job_id=models.OuterRef("pk"))
-                .order_by("-id")
-                .values("id")[:1]
+    newest: dict = {}  # job -> its newest execution among these
+    for e in executions:
+        if e.job_id and (e.job_id not in newest or e.pk > newest[e.job_id].pk):
+            newest[e.job_id] = e
+    if len(newest) <= MIRROR_ONE_BY_ONE:
+        for execution in newest.values():
+            _mirror_status_to_job(execution)
+    else:
+        current = dict(
+            Job.objects.filter(pk__in=list(newest))
+            .annotate(
+                newest=models.Subquery(
+                    Execution.objects.filter(job_id=models.OuterRef("pk"))
+                    .order_by("-id")
+                    .values("id")[:1]
+                )
             )
+            .values_list("pk", "newest")
         )
-        .values_list("pk", "newest")
-    )
-    mirrored = [job for job, e in jobs.items() if newest.get(job) == e.pk]
-    Job.objects.filter(pk__in=mirrored).update(status=S.QUEUED)
+        by_status: dict = {}
+        for job, e in newest.items():
+            if current.get(job) == e.pk:
+                by_status.setdefault(e.status, []).append(job)
+        for status, jobs in by_status.items():
+            Job.objects.filter(pk__in=jobs).update(status=status)
+    for execution in executions:
+        _count(execution)
     outbox.execution_events(executions)
     for execution in executions:
         hooks.execution_changed.fire(execution)
@@ -435,18 +484,53 @@ def execution_logs_store(*, chunks: list[tuple[object, LogChunk]]) -> int:
     with the same attributes, such as the agent's own), in one INSERT. A chunk
     already stored (a resend after a failed flush) is skipped, never duplicated or
     reordered. Returns the bytes of output handed over."""
-    rows = [
-        ExecutionLog(
-            execution_id=execution_id,
-            seq=chunk.seq,
-            stream=chunk.stream,
-            message=chunk.message,
-            created_at=datetime.fromtimestamp(chunk.created_at, tz=UTC),
-        )
-        for execution_id, chunk in chunks
-    ]
-    ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
+    if connection.vendor == "postgresql":
+        _insert_log_rows(chunks)
+    else:
+        rows = [
+            ExecutionLog(
+                execution_id=execution_id,
+                seq=chunk.seq,
+                stream=chunk.stream,
+                message=chunk.message,
+                created_at=datetime.fromtimestamp(chunk.created_at, tz=UTC),
+            )
+            for execution_id, chunk in chunks
+        ]
+        ExecutionLog.objects.bulk_create(rows, ignore_conflicts=True)
     stored = sum(len(chunk.message.encode()) for _, chunk in chunks)
     if stored:
         metrics.inc("hodei_log_bytes_stored_total", stored)
     return stored
+
+
+LOG_ROWS_PER_INSERT = 100
+
+
+def _insert_log_rows(chunks: list) -> None:
+    """The log rows in multi-row INSERTs with server-side parameters (psycopg's own
+    cursor on Django's connection, so in its transaction). Django's cursor binds on the
+    client: it escapes every character of a 64 KiB message into the SQL text (and
+    bulk_create into an array literal, in Python), which was most of an agent's time
+    when a command prints fast; bound parameters go as they are. ON CONFLICT DO NOTHING:
+    a chunk sent again after a failed attempt is skipped, never duplicated."""
+    table = ExecutionLog._meta.db_table
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        for start in range(0, len(chunks), LOG_ROWS_PER_INSERT):
+            batch = chunks[start : start + LOG_ROWS_PER_INSERT]
+            params = []
+            for execution_id, chunk in batch:
+                params += [
+                    str(execution_id),
+                    chunk.seq,
+                    chunk.stream,
+                    chunk.message,
+                    datetime.fromtimestamp(chunk.created_at, tz=UTC),
+                ]
+            values = ", ".join(["(%s::uuid, %s, %s, %s, %s)"] * len(batch))
+            cursor.execute(
+                f"INSERT INTO {table} (execution_id, seq, stream, message, created_at) "
+                f"VALUES {values} ON CONFLICT DO NOTHING",
+                params,
+            )

@@ -5,6 +5,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 
 from tests.factories import JobFactory
 from tests.processes import Ledger, start_agent, stop, wait_for
@@ -57,9 +58,13 @@ def test_kill_9_of_an_agent_mid_run_ends_lost_and_the_retry_succeeds_elsewhere(c
 
 def test_500_executions_across_3_agents_each_run_exactly_once(child_env, ledger):
     command = f'echo "$HODEI_EXECUTION_ID" > {ledger.address}'
-    executions = [execution_enqueue(command=command) for _ in range(500)]
     agents = [start_agent(child_env, name=f"racer-{i}", concurrency=4) for i in range(3)]
     try:
+        # Queued once all three listen, in one transaction: they race for the same rows
+        # from the first NOTIFY (queued before, the first agent would drain the lot
+        # while the others start).
+        with transaction.atomic():
+            executions = [execution_enqueue(command=command) for _ in range(500)]
         wait_for(
             lambda: not Execution.objects.filter(status__in=[S.QUEUED, S.RUNNING]).exists(),
             timeout=120,

@@ -12,10 +12,12 @@ from scheduler.cron import next_fire_times
 from scheduler.models import ScheduleFire
 from scheduler.services import (
     ENGINE_PREFIX,
+    FIRE_BATCH,
     schedule_create,
     schedule_fire,
     schedule_run_now,
     schedule_update,
+    schedules_fire_due,
 )
 from tests.factories import JobFactory, WorkerFactory, start
 from workermanager.choices import ExecutionStatus, Trigger
@@ -266,3 +268,44 @@ def test_slots_within_the_grace_period_each_fire(db, now):
     )
     assert fired == [slot + timedelta(seconds=i) for i in range(5)]
     assert not ScheduleFire.objects.filter(schedule=schedule).exclude(outcome="fired").exists()
+
+
+def test_a_burst_of_due_schedules_fires_each_once_in_batches(db, now):
+    count = FIRE_BATCH + 5  # more than one batch
+    schedules = [
+        schedule_create(job=JobFactory(), cron="*/5 * * * * *", overlap_policy="allow")
+        for _ in range(count)
+    ]
+    later = schedule_create(job=JobFactory(), cron="0 0 1 1 *")  # not due
+    slot = schedules[0].next_run_at
+    assert {s.next_run_at for s in schedules} == {slot}
+    now.set(slot + timedelta(milliseconds=20))
+
+    assert schedules_fire_due() == count
+    fired = ScheduleFire.objects.filter(slot_at=slot, outcome=FireOutcome.FIRED)
+    assert fired.count() == count
+    assert Execution.objects.filter(scheduled_for=slot).count() == count
+    assert not Execution.objects.filter(schedule=later).exists()
+    for schedule in schedules:
+        schedule.refresh_from_db()
+        assert schedule.last_run_at == slot
+        assert schedule.next_run_at == slot + timedelta(seconds=5)
+        # The engine row moved on too: django-q2 does not fire the slot again.
+        assert engine_row(schedule).next_run == schedule.next_run_at
+        assert engine_row(schedule).repeats == 1
+
+    # Nothing more is due; a fire task for a handled slot changes nothing.
+    assert schedules_fire_due() == 0
+    assert schedule_fire(schedule_id=schedules[0].pk, slot=slot) is None
+    assert Execution.objects.filter(scheduled_for=slot).count() == count
+
+
+def test_a_burst_leaves_paused_schedules_and_future_slots_alone(db, now):
+    due = schedule_create(job=JobFactory(), cron="*/5 * * * * *", overlap_policy="allow")
+    paused = schedule_create(job=JobFactory(), cron="*/5 * * * * *", overlap_policy="allow")
+    schedule_update(schedule=paused, enabled=False)
+    now.set(due.next_run_at - timedelta(milliseconds=1))
+    assert schedules_fire_due() == 0
+    now.set(due.next_run_at)
+    assert schedules_fire_due() == 1
+    assert not Execution.objects.filter(schedule=paused).exists()
