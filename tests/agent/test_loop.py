@@ -102,6 +102,28 @@ def test_it_runs_in_a_fresh_working_directory_that_is_removed(make_agent, workdi
     assert os.listdir(workdir_root) == []  # removed, with what the command left in it
 
 
+def test_an_empty_working_directory_serves_the_next_run_and_goes_when_the_agent_stops(
+    make_agent, workdir_root
+):
+    agent = make_agent(concurrency=1)
+    first = drive(agent, execution_enqueue(command="true"))
+    assert first.status == S.SUCCEEDED
+    kept = os.listdir(workdir_root)
+    assert len(kept) == 1  # left empty: kept for the next run
+    second = drive(agent, execution_enqueue(command="ls -A | wc -l"))
+    assert log_text(second).split() == ["0"]  # as fresh as a new one
+    assert os.listdir(workdir_root) == kept
+    agent.shutdown()
+    assert os.listdir(workdir_root) == []
+
+
+def test_a_working_directory_a_command_changed_is_never_reused(make_agent, workdir_root):
+    agent = make_agent(concurrency=1)
+    execution = drive(agent, execution_enqueue(command="chmod 755 ."))
+    assert execution.status == S.SUCCEEDED, log_text(execution)
+    assert os.listdir(workdir_root) == []  # its mode changed: removed, not kept
+
+
 def test_empty_command_succeeds_at_once_without_a_worker(db):
     job = JobFactory(command="")
     execution = execution_enqueue(job=job)
