@@ -169,14 +169,26 @@ def _advance(run: PipelineRun, *, changed: Execution | None = None) -> None:
                 outbox.run_event(run, "started")
             return  # a start releases nothing and finishes nothing
         if changed is not None and changed.job_id is not None:
-            # Only what needs the job that changed can move (a run of a thousand jobs
-            # looks at a handful per change, not at all of them).
-            candidates = _dependants(run).get(str(changed.job_id), [])
+            # Only what needs the job that changed can move, and only their states and
+            # their needs' are read: a run of a thousand jobs reads a handful of rows
+            # per change, not all of them (which made a wide DAG quadratic).
+            job_id = str(changed.job_id)
+            candidates = _dependants(run).get(job_id, [])
+            states = _states(run, [job_id])
+            # A job that did not block its dependants before this change (else they were
+            # skipped then) can only block them now through this one: unless this one
+            # blocks, a dependant with a need still running waits, whatever its others.
+            may_wait = not _blocks(run, job_id, states.get(job_id, (None, None))[1])
         else:
             candidates = list(run.graph)
-        states = _states(run)
-        if _release_or_skip(run, candidates, states):
+            states = _states(run)
+            may_wait = False
+        if _release_or_skip(run, candidates, states, may_wait=may_wait):
             return  # something was released: the run goes on
+        if changed is not None:
+            if _any_active(run):
+                return  # the usual case: the run goes on without this change's help
+            states = _states(run)
         _finish_if_done(run, states)
 
 
@@ -215,35 +227,78 @@ def _latest(run: PipelineRun, job_ids) -> dict[str, Execution]:
     return latest
 
 
-def _states(run: PipelineRun) -> dict[str, tuple]:
-    """Each job of the run -> (latest attempt's id, its state): one query of tuples, no
-    model instances (a fan-in of a thousand reads a thousand small rows per change)."""
+# The execution statuses of a job still to run or running (only a job's latest attempt
+# can be in one: an earlier attempt has ended before the next one is made).
+ACTIVE_STATUSES = sorted(status for status, state in JOB_STATE_OF.items() if state in ACTIVE_JOB)
+
+
+def _states(run: PipelineRun, job_ids=None) -> dict[str, tuple]:
+    """Each job of the run (or each of ``job_ids``) -> (latest attempt's id, its state):
+    one query of tuples, no model instances."""
     latest: dict[str, tuple] = {}
-    rows = run.executions.order_by("id").values_list("job_id", "id", "status")
-    for job_id, pk, status in rows:
+    rows = run.executions.all()
+    if job_ids is not None:
+        rows = rows.filter(job_id__in=list(job_ids))
+    for job_id, pk, status in rows.order_by("id").values_list("job_id", "id", "status"):
         latest[str(job_id)] = (pk, JOB_STATE_OF[status])
     return latest
 
 
-def _release_or_skip(run: PipelineRun, candidates: list[str], states: dict) -> bool:
+def _load_states(run: PipelineRun, states: dict, job_ids) -> None:
+    """Add to ``states`` those of ``job_ids`` it does not hold yet."""
+    missing = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in states]
+    if missing:
+        states.update(_states(run, missing))
+
+
+def _any_active(run: PipelineRun, job_ids=None) -> bool:
+    """Whether any job of the run (or of ``job_ids``) is still to run or running: an
+    EXISTS that stops at the first such row."""
+    rows = run.executions.filter(status__in=ACTIVE_STATUSES)
+    if job_ids is not None:
+        rows = rows.filter(job_id__in=list(job_ids))
+    return rows.exists()
+
+
+# A candidate needing more jobs than this is first asked, in the database, whether any of
+# them still runs (a fan-in of a thousand: 999 times yes) before their states are read.
+FEW_NEEDS = 16
+
+
+def _blocks(run: PipelineRun, job_id: str, state) -> bool:
+    """Whether a job in ``state`` keeps the jobs that need it from running."""
+    return state in (J.SKIPPED, J.CANCELLED) or (
+        state == J.FAILED and job_id not in run.allow_failure
+    )
+
+
+def _release_or_skip(
+    run: PipelineRun, candidates: list[str], states: dict, *, may_wait: bool
+) -> bool:
     """Release each pending candidate whose needs all succeeded (or may fail), with their
     outputs; skip one with a need that did not succeed, and then what needs it. Whether
-    anything was released. ``states`` is updated with what changed."""
-    allowed = set(run.allow_failure)
+    anything was released. ``states`` is updated with what changed. With ``may_wait``
+    (no candidate can be blocked yet), a candidate of many needs with one still running
+    is left as it is without reading their states."""
     active = run.pipeline.status == PipelineStatus.ACTIVE and not run.cancel_requested
     todo = list(dict.fromkeys(candidates))
     released = False
     while todo:
         ready, blocked = [], {}
-        for job_id in todo:
-            if states.get(job_id, (None, None))[1] != J.PENDING:
-                continue
-            needs = [(n, states[n]) for n in run.graph.get(job_id, []) if n in states]
-            blocking = [
-                n
-                for n, (_, state) in needs
-                if state in (J.SKIPPED, J.CANCELLED) or (state == J.FAILED and n not in allowed)
+        _load_states(run, states, todo)
+        todo = [job_id for job_id in todo if states.get(job_id, (None, None))[1] == J.PENDING]
+        if may_wait:
+            todo = [
+                job_id
+                for job_id in todo
+                if len(run.graph.get(job_id, [])) <= FEW_NEEDS
+                or not _any_active(run, run.graph[job_id])
             ]
+            may_wait = False  # what follows are dependants of skipped jobs: blocked
+        _load_states(run, states, [n for job_id in todo for n in run.graph.get(job_id, [])])
+        for job_id in todo:
+            needs = [(n, states[n]) for n in run.graph.get(job_id, []) if n in states]
+            blocking = [n for n, (_, state) in needs if _blocks(run, n, state)]
             if blocking:
                 blocked[job_id] = blocking
             elif active and all(state in (J.SUCCEEDED, J.FAILED) for _, (_, state) in needs):
@@ -302,11 +357,7 @@ def _skip(run: PipelineRun, blocked: dict[str, list[str]], states: dict) -> list
 def _finish_if_done(run: PipelineRun, states: dict) -> None:
     if any(state in ACTIVE_JOB for _, state in states.values()):
         return
-    allowed = set(run.allow_failure)
-    failed = any(
-        state in (J.SKIPPED, J.CANCELLED) or (state == J.FAILED and job_id not in allowed)
-        for job_id, (_, state) in states.items()
-    )
+    failed = any(_blocks(run, job_id, state) for job_id, (_, state) in states.items())
     status = R.CANCELLED if run.cancel_requested else (R.FAILED if failed else R.SUCCEEDED)
     run.finish(status=status, now=clock.now())
     _finished(run)

@@ -79,11 +79,12 @@ def test_a_diamond_runs_its_middle_in_parallel(agent):
 
 
 def test_a_wide_fan_out_and_in(agent):
-    children = {f"c{i}": ("true", ["root"]) for i in range(12)}
+    # More needs than services.FEW_NEEDS: the sink is asked "any still running?" first.
+    children = {f"c{i}": ("true", ["root"]) for i in range(services.FEW_NEEDS + 4)}
     pipeline, jobs = dag(root="true", **children, sink=("true", list(children)))
     run = run_until_done(agent, services.pipeline_run_start(pipeline=pipeline))
     assert run.status == "succeeded"
-    assert run.executions.count() == 14
+    assert run.executions.count() == len(children) + 2
     sink = execution_of(run, jobs["sink"])
     assert all(execution_of(run, jobs[c]).finished_at <= sink.started_at for c in children)
 
@@ -103,6 +104,23 @@ def test_a_failure_skips_only_its_downstream_branch(agent):
     }
     skipped = execution_of(run, jobs["after_bad"])
     assert "bad" in skipped.error and skipped.worker_id is None
+
+
+def test_a_failure_skips_a_wide_fan_in_at_once_while_its_other_needs_run(agent):
+    children = {f"c{i}": ("sleep 0.3", ["root"]) for i in range(services.FEW_NEEDS + 4)}
+    children["c0"] = ("exit 3", ["root"])
+    pipeline, jobs = dag(
+        root="true", **children, sink=("true", list(children)), after=("true", ["sink"])
+    )
+    run = run_until_done(agent, services.pipeline_run_start(pipeline=pipeline))
+    assert run.status == "failed"
+    sink, after = execution_of(run, jobs["sink"]), execution_of(run, jobs["after"])
+    assert (sink.status, after.status) == ("skipped", "skipped")
+    assert "c0" in sink.error and "sink" in after.error
+    # Skipped when c0 failed, not once the others were done.
+    others = [execution_of(run, jobs[c]) for c in children if c != "c0"]
+    assert all(e.status == "succeeded" for e in others)
+    assert sink.finished_at < max(e.finished_at for e in others)
 
 
 def test_allow_failure_neither_fails_the_run_nor_skips_dependants(agent):
