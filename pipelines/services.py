@@ -251,18 +251,29 @@ def _load_states(run: PipelineRun, states: dict, job_ids) -> None:
         states.update(_states(run, missing))
 
 
-def _any_active(run: PipelineRun, job_ids=None) -> bool:
-    """Whether any job of the run (or of ``job_ids``) is still to run or running: an
-    EXISTS that stops at the first such row."""
-    rows = run.executions.filter(status__in=ACTIVE_STATUSES)
-    if job_ids is not None:
-        rows = rows.filter(job_id__in=list(job_ids))
-    return rows.exists()
+def _any_active(run: PipelineRun) -> bool:
+    """Whether any job of the run is still to run or running (an EXISTS)."""
+    return run.executions.filter(status__in=ACTIVE_STATUSES).exists()
 
 
-# A candidate needing more jobs than this is first asked, in the database, whether any of
-# them still runs (a fan-in of a thousand: 999 times yes) before their states are read.
+# A candidate needing more jobs than this is first asked whether any of them still runs
+# (a fan-in of a thousand: 999 times yes) before their states are read.
 FEW_NEEDS = 16
+ACTIVE_PAGE = 64
+
+
+def _any_need_active(run: PipelineRun, needs: list[str]) -> bool:
+    """Whether any of ``needs`` is still to run or running. The run's active jobs are
+    read a page at a time (a wide fan-in's are nearly all its needs: one short page
+    answers), rather than sending a thousand ids to the database on every change."""
+    wanted = set(needs)
+    rows = run.executions.filter(status__in=ACTIVE_STATUSES).values_list("job_id", flat=True)
+    page = [str(job_id) for job_id in rows[:ACTIVE_PAGE]]
+    if not wanted.isdisjoint(page):
+        return True
+    if len(page) < ACTIVE_PAGE:
+        return False
+    return not wanted.isdisjoint(str(job_id) for job_id in rows[ACTIVE_PAGE:])
 
 
 def _blocks(run: PipelineRun, job_id: str, state) -> bool:
@@ -292,7 +303,7 @@ def _release_or_skip(
                 job_id
                 for job_id in todo
                 if len(run.graph.get(job_id, [])) <= FEW_NEEDS
-                or not _any_active(run, run.graph[job_id])
+                or not _any_need_active(run, run.graph[job_id])
             ]
             may_wait = False  # what follows are dependants of skipped jobs: blocked
         _load_states(run, states, [n for job_id in todo for n in run.graph.get(job_id, [])])
