@@ -37,6 +37,7 @@ from hodei import __version__
 log = logging.getLogger("hodei.agent")
 
 API = "/api/v1/agent"
+FINISH_BATCH = 100  # reports per POST /finish (the server takes up to 100)
 CLAIM_WAIT_SECONDS = 30.0  # what the server allows at most
 REQUEST_TIMEOUT_SECONDS = 15.0
 # A request body the server takes (its HODEI_MAX_BODY_BYTES is 1 MiB by default): log
@@ -315,9 +316,31 @@ class HttpTransport:
         return recorded
 
     def settle_many(self, reports) -> list[bool]:
-        # One request each. A TransportError part way leaves them all to the loop's
-        # next attempt: the server ignores a finish it has recorded already.
-        return [self.settle(**report) for report in reports]
+        """Every run that ended in one turn of the loop, in one request (POST
+        /finish). A TransportError leaves them all to the loop's next attempt: the server
+        ignores a finish it has recorded already. Refused as a whole (one of them is no
+        longer this worker's): each is sent alone, so the others are still recorded."""
+        if len(reports) == 1:
+            return [self.settle(**reports[0])]
+        recorded: list[bool] = []
+        for start in range(0, len(reports), FINISH_BATCH):
+            batch = reports[start : start + FINISH_BATCH]
+            body = {"reports": [{**r, "execution_id": str(r["execution_id"])} for r in batch]}
+            try:
+                reply = self._post(f"{API}/finish", body)
+            except (RequestRefused, NotFoundError):
+                recorded += [self.settle(**report) for report in batch]
+                continue
+            for result in reply.data.get("results", []):
+                ok = result.get("result") == "recorded"
+                if not ok:
+                    log.info(
+                        "finish of %s ignored: it had been settled meanwhile (%s)",
+                        result.get("execution_id"),
+                        result.get("status"),
+                    )
+                recorded.append(ok)
+        return recorded
 
     def go_offline(self) -> None:
         self._post(f"{API}/offline", {})

@@ -243,6 +243,7 @@ SPECTACULAR_SETTINGS = {
         "WorkerStatusEnum": "workermanager.choices.WorkerStatus",
         "ExecutionStatusEnum": "workermanager.choices.ExecutionStatus",
         "ManagedWorkerStatusEnum": "workermanager.choices.ManagedWorkerStatus",
+        "RunOutcomeEnum": "workermanager.choices.RUN_OUTCOME_CHOICES",
     },
 }
 

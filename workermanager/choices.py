@@ -40,6 +40,7 @@ ACTIVE = frozenset({S.PENDING, S.QUEUED, S.RUNNING})
 TERMINAL = frozenset(ExecutionStatus) - ACTIVE
 # What a worker may report about an execution it ran.
 WORKER_OUTCOMES = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED})
+RUN_OUTCOME_CHOICES = sorted(WORKER_OUTCOMES)  # as the agent API lists them
 # Outcomes that the job's retry policy retries automatically.
 RETRYABLE = frozenset({S.FAILED, S.TIMED_OUT})
 

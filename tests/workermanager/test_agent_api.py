@@ -18,6 +18,7 @@ from tests.factories import (
     ExecutionFactory,
     JobFactory,
     UserFactory,
+    WorkerFactory,
     action,
     admin_form_data,
     logged_in,
@@ -358,6 +359,65 @@ def test_finish_is_idempotent_and_a_finish_after_lost_is_ignored(agent):
     late = client.post(f"{API}/executions/{lost.pk}/finish", body, format="json")
     assert late.json() == {"result": "ignored", "status": "lost"}
     assert Execution.objects.filter(retry_of=lost).count() == 1  # retried, once
+
+
+def test_runs_that_ended_together_are_finished_in_one_request(agent):
+    worker, client = agent
+    now = clock.now()
+    ok, failed, lost = (start(ExecutionFactory(), worker=worker, now=now) for _ in range(3))
+    Execution.objects.filter(pk=lost.pk).update(status=ExecutionStatus.LOST)
+    reports = [
+        {"execution_id": str(ok.pk), "status": "succeeded", "exit_code": 0, "outputs": {"A": "1"}},
+        {"execution_id": str(failed.pk), "status": "failed", "exit_code": 2, "error": "x"},
+        {"execution_id": str(lost.pk), "status": "succeeded", "exit_code": 0},
+    ]
+    response = client.post(f"{API}/finish", {"reports": reports}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "results": [
+            {"execution_id": str(ok.pk), "result": "recorded", "status": "succeeded"},
+            {"execution_id": str(failed.pk), "result": "recorded", "status": "failed"},
+            {"execution_id": str(lost.pk), "result": "ignored", "status": "lost"},
+        ]
+    }
+    ok.refresh_from_db()
+    assert ok.outputs == {"A": "1"}
+    # Sent again (the reply was lost): nothing changes.
+    again = client.post(f"{API}/finish", {"reports": reports[:1]}, format="json").json()
+    assert again["results"][0]["result"] == "ignored"
+
+
+def test_a_finish_batch_with_another_workers_execution_records_none(agent):
+    worker, client = agent
+    mine = start(ExecutionFactory(), worker=worker, now=clock.now())
+    other = start(ExecutionFactory(), worker=WorkerFactory(), now=clock.now())
+    reports = [
+        {"execution_id": str(e.pk), "status": "succeeded", "exit_code": 0} for e in (mine, other)
+    ]
+    assert client.post(f"{API}/finish", {"reports": reports}, format="json").status_code == 403
+    assert set(Execution.objects.values_list("status", flat=True)) == {ExecutionStatus.RUNNING}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"reports": []},
+        {"reports": [{"execution_id": "not-a-uuid", "status": "succeeded"}]},
+        {"reports": [{"execution_id": "00000000-0000-0000-0000-000000000001"}]},
+        {"reports": [{"execution_id": "00000000-0000-0000-0000-000000000001", "status": "x"}]},
+        {
+            "reports": [
+                {"execution_id": "00000000-0000-0000-0000-000000000001", "status": "failed"}
+            ]
+            * 101
+        },
+    ],
+)
+def test_bad_finish_batches_are_400(agent, body):
+    _, client = agent
+    response = client.post(f"{API}/finish", body, format="json")
+    assert response.status_code == 400, response.content
 
 
 def test_a_claim_whose_answer_never_arrived_is_lost_and_retried(agent):

@@ -13,7 +13,7 @@ from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType, Network
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, worker_type_validator
 from workermanager import waiting
-from workermanager.choices import WORKER_OUTCOMES, Isolation, LogStream
+from workermanager.choices import RUN_OUTCOME_CHOICES, Isolation, LogStream
 from workermanager.models import (
     Execution,
     ExecutionLog,
@@ -343,7 +343,7 @@ class AgentLogsSerializer(serializers.Serializer):
 
 
 class AgentFinishInputSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=sorted(WORKER_OUTCOMES))
+    status = serializers.ChoiceField(choices=RUN_OUTCOME_CHOICES)
     exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
     error = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=10_000, trim_whitespace=False
@@ -362,6 +362,27 @@ class AgentFinishSerializer(serializers.Serializer):
         "sent again is ignored too.",
     )
     status = serializers.CharField(help_text="The execution's status now.")
+
+
+MAX_FINISH_REPORTS = 100
+
+
+class AgentFinishReportSerializer(AgentFinishInputSerializer):
+    execution_id = serializers.UUIDField()
+
+
+class AgentFinishManyInputSerializer(serializers.Serializer):
+    reports = AgentFinishReportSerializer(
+        many=True, allow_empty=False, max_length=MAX_FINISH_REPORTS
+    )
+
+
+class AgentFinishResultSerializer(AgentFinishSerializer):
+    execution_id = serializers.UUIDField()
+
+
+class AgentFinishManySerializer(serializers.Serializer):
+    results = AgentFinishResultSerializer(many=True, help_text="In the order of the reports.")
 
 
 class WorkerPoolSerializer(serializers.ModelSerializer):

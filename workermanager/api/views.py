@@ -31,6 +31,8 @@ from workermanager.api.serializers import (
     AgentClaimSerializer,
     AgentControlSerializer,
     AgentFinishInputSerializer,
+    AgentFinishManyInputSerializer,
+    AgentFinishManySerializer,
     AgentFinishSerializer,
     AgentHeartbeatSerializer,
     AgentLogsInputSerializer,
@@ -489,6 +491,22 @@ class AgentViewSet(viewsets.ViewSet):
         current = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)
         body = {"result": "recorded" if recorded else "ignored", "status": current.first()}
         return Response(AgentFinishSerializer(body).data)
+
+    @extend_schema(request=AgentFinishManyInputSerializer, responses=AgentFinishManySerializer)
+    @action(detail=False, methods=["post"], url_path="finish")
+    def finish_many(self, request):
+        """``finish`` for several runs that ended together (up to 100), recorded in one
+        transaction; each result says whether its report was recorded or ignored. 403
+        if any is another worker's execution (then none is recorded)."""
+        reports = validated(AgentFinishManyInputSerializer, request.data)["reports"]
+        recorded = agent_protocol.agent_settle_many(worker=request.user.worker, reports=reports)
+        ids = [report["execution_id"] for report in reports]
+        current = dict(Execution.objects.filter(pk__in=ids).values_list("pk", "status"))
+        results = [
+            {"execution_id": pk, "result": "recorded" if ok else "ignored", "status": current[pk]}
+            for pk, ok in zip(ids, recorded, strict=True)
+        ]
+        return Response(AgentFinishManySerializer({"results": results}).data)
 
     @extend_schema(request=None, responses={204: None})
     @action(detail=False, methods=["post"])
