@@ -88,3 +88,36 @@ def object_urls(model_admin, views: Iterable[tuple[str, Callable, str]]) -> list
         path(route, model_admin.admin_site.admin_view(view), name=f"{prefix}_{name}")
         for route, view, name in views
     ]
+
+
+def time_column(field: str, description: str, *, compact: bool = False, sortable: bool = False):
+    """A list or detail column showing the datetime ``field`` as every admin shows times
+    (``moment``: seconds, timezone, "3 min ago" on hover), sortable by it if asked."""
+    from django.contrib import admin
+
+    from hodei.templatetags.hodei import moment
+
+    @admin.display(description=description, ordering=field if sortable else None)
+    def column(model_admin, obj):
+        return moment(getattr(obj, field), compact=compact)
+
+    return column
+
+
+def link_column(field: str, description: str, *, ordering: str | None = None, show_id=False):
+    """A column linking the object's foreign key ``field`` to that object's admin page
+    (its name, or its id with ``show_id``); "–" when it is empty."""
+    from django.contrib import admin
+    from django.urls import reverse
+    from django.utils.html import format_html
+
+    @admin.display(description=description, ordering=ordering)
+    def column(model_admin, obj):
+        pk = getattr(obj, f"{field}_id")
+        if pk is None:
+            return "–"
+        meta = obj._meta.get_field(field).related_model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[pk])
+        return format_html('<a href="{}">{}</a>', url, pk if show_id else getattr(obj, field))
+
+    return column

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts import permissions
-from hodei.admin_tools import CappedCountPaginator, object_urls
+from hodei.admin_tools import CappedCountPaginator, link_column, object_urls, time_column
 from hodei.exceptions import HodeiError
 from hodei.lib import dag_svg
 from hodei.lib.lookup import id_search
@@ -166,41 +166,16 @@ class PipelineRunAdmin(admin.ModelAdmin):
     def status_badge(self, obj):
         return status_pill(obj.status)
 
-    @admin.display(description="pipeline", ordering="pipeline__name")
-    def pipeline_link(self, obj):
-        url = reverse("admin:orchestrator_pipeline_change", args=[obj.pipeline_id])
-        return format_html('<a href="{}">{}</a>', url, obj.pipeline)
+    pipeline_link = link_column("pipeline", "pipeline", ordering="pipeline__name")
 
-    @admin.display(description="schedule")
-    def schedule_link(self, obj):
-        if obj.schedule_id is None:
-            return "–"
-        url = reverse("admin:scheduler_schedule_change", args=[obj.schedule_id])
-        return format_html('<a href="{}">{}</a>', url, obj.schedule_id)
+    schedule_link = link_column("schedule", "schedule", show_id=True)
 
-    @admin.display(description="created", ordering="created_at")
-    def created(self, obj):
-        return moment(obj.created_at, compact=True)
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj):
-        return moment(obj.started_at, compact=True)
-
-    @admin.display(description="created")
-    def when_created(self, obj):
-        return moment(obj.created_at)
-
-    @admin.display(description="started")
-    def when_started(self, obj):
-        return moment(obj.started_at)
-
-    @admin.display(description="finished")
-    def when_finished(self, obj):
-        return moment(obj.finished_at)
-
-    @admin.display(description="scheduled for")
-    def scheduled_for_shown(self, obj):
-        return moment(obj.scheduled_for)
+    created = time_column("created_at", "created", compact=True, sortable=True)
+    started = time_column("started_at", "started", compact=True, sortable=True)
+    when_created = time_column("created_at", "created")
+    when_started = time_column("started_at", "started")
+    when_finished = time_column("finished_at", "finished")
+    scheduled_for_shown = time_column("scheduled_for", "scheduled for")
 
     @admin.display(description="duration")
     def duration(self, obj):

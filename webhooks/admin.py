@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from events.types import EVENT_TYPES
-from hodei.admin_tools import CappedCountPaginator, apply_each
+from hodei.admin_tools import CappedCountPaginator, apply_each, link_column, time_column
 from hodei.exceptions import InvalidInput
 from hodei.lib import clock
 from hodei.templatetags.hodei import hodei_ms, moment, status_pill
@@ -144,13 +144,8 @@ class DeliveryInline(admin.TabularInline):
     def attempts(self, obj):
         return attempts_html(obj)
 
-    @admin.display(description="created")
-    def created(self, obj):
-        return moment(obj.created_at, compact=True)
-
-    @admin.display(description="finished")
-    def finished(self, obj):
-        return moment(obj.finished_at, compact=True)
+    created = time_column("created_at", "created", compact=True)
+    finished = time_column("finished_at", "finished", compact=True)
 
 
 class WebhooksMedia:
@@ -281,9 +276,7 @@ class DeliveryAttemptInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="at")
-    def attempted(self, obj):
-        return moment(obj.attempted_at)
+    attempted = time_column("attempted_at", "at")
 
     @admin.display(description="outcome")
     def outcome(self, obj):
@@ -377,10 +370,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     def has_redeliver_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("webhooks.change_delivery")
 
-    @admin.display(description="subscription")
-    def subscription_link(self, obj):
-        url = reverse("admin:webhooks_subscription_change", args=[obj.subscription_id])
-        return format_html('<a href="{}">{}</a>', url, obj.subscription)
+    subscription_link = link_column("subscription", "subscription")
 
     @admin.display(description="event")
     def event_type(self, obj):
@@ -404,17 +394,9 @@ class DeliveryAdmin(admin.ModelAdmin):
             return "–"
         return moment(obj.next_attempt_at, compact=True)
 
-    @admin.display(description="retried until")
-    def give_up(self, obj):
-        return moment(obj.give_up_at)
-
-    @admin.display(description="created", ordering="created_at")
-    def created(self, obj):
-        return moment(obj.created_at, compact=True)
-
-    @admin.display(description="finished", ordering="finished_at")
-    def finished(self, obj):
-        return moment(obj.finished_at, compact=True)
+    give_up = time_column("give_up_at", "retried until")
+    created = time_column("created_at", "created", compact=True, sortable=True)
+    finished = time_column("finished_at", "finished", compact=True, sortable=True)
 
     @admin.display(description="body sent")
     def message(self, obj):

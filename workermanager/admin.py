@@ -13,7 +13,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from accounts import permissions
-from hodei.admin_tools import CappedCountPaginator, apply_each, object_urls
+from hodei.admin_tools import (
+    CappedCountPaginator,
+    apply_each,
+    link_column,
+    object_urls,
+    time_column,
+)
 from hodei.api.fields import LABEL_KEY
 from hodei.exceptions import HodeiError, InvalidTransition
 from hodei.lib import clock
@@ -236,26 +242,11 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             reason.code.replace("_", " "),
         )
 
-    @admin.display(description="job", ordering="job")
-    def job_link(self, obj):
-        if obj.job_id is None:
-            return "–"
-        url = reverse("admin:orchestrator_job_change", args=[obj.job_id])
-        return format_html('<a href="{}">{}</a>', url, obj.job)
+    job_link = link_column("job", "job", ordering="job")
 
-    @admin.display(description="worker", ordering="worker")
-    def worker_link(self, obj):
-        if obj.worker_id is None:
-            return "–"
-        url = reverse("admin:workermanager_worker_change", args=[obj.worker_id])
-        return format_html('<a href="{}">{}</a>', url, obj.worker)
+    worker_link = link_column("worker", "worker", ordering="worker")
 
-    @admin.display(description="retry of")
-    def retry_of_link(self, obj):
-        if obj.retry_of_id is None:
-            return "–"
-        url = reverse("admin:workermanager_execution_change", args=[obj.retry_of_id])
-        return format_html('<a href="{}">{}</a>', url, obj.retry_of_id)
+    retry_of_link = link_column("retry_of", "retry of", show_id=True)
 
     @admin.display(description="command")
     def command_preview(self, obj):
@@ -266,21 +257,10 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
     def duration(self, obj):
         return hodei_ms(obj.duration_ms)
 
-    @admin.display(description="created", ordering="created_at")
-    def created(self, obj):
-        return moment(obj.created_at)
-
-    @admin.display(description="not before")
-    def available(self, obj):
-        return moment(obj.available_at)
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj):
-        return moment(obj.started_at, compact=True)
-
-    @admin.display(description="finished", ordering="finished_at")
-    def finished(self, obj):
-        return moment(obj.finished_at)
+    created = time_column("created_at", "created", sortable=True)
+    available = time_column("available_at", "not before")
+    started = time_column("started_at", "started", compact=True, sortable=True)
+    finished = time_column("finished_at", "finished", sortable=True)
 
     # -- actions -------------------------------------------------------------------
 
@@ -619,9 +599,7 @@ class WorkerAdmin(admin.ModelAdmin):
             return format_html('<span class="hodei-warning" title="{}">none</span>', NO_SANDBOX)
         return obj.isolation
 
-    @admin.display(description="registered", ordering="registered_at")
-    def registered(self, obj):
-        return moment(obj.registered_at, compact=True)
+    registered = time_column("registered_at", "registered", compact=True, sortable=True)
 
     @admin.display(description="in use")
     def in_use(self, obj):
