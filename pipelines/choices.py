@@ -14,10 +14,10 @@ FINISHED_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCE
 
 
 class RunTrigger(models.TextChoices):
-    API = "api"
+    API = "api", "API"
     SCHEDULE = "schedule"
     ADMIN = "admin"
-    CLI = "cli"
+    CLI = "cli", "CLI"
     RETRY = "retry"
 
 

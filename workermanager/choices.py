@@ -46,11 +46,11 @@ RETRYABLE = frozenset({S.FAILED, S.TIMED_OUT})
 
 
 class Trigger(models.TextChoices):
-    API = "api"
+    API = "api", "API"
     SCHEDULE = "schedule"
     RETRY = "retry"
     ADMIN = "admin"
-    CLI = "cli"
+    CLI = "cli", "CLI"
     PIPELINE = "pipeline"
 
 
