@@ -647,8 +647,12 @@ class Execution(ResourceLimits):
         )
         room = {job: limit_ - running.get(job, 0) for job, limit_ in limits.items()}
         full = [job for job, n in room.items() if n <= 0]
+        # A limited job whose first execution was queued after the locking statement
+        # above is not locked nor counted: left to the next claim, never taken unchecked.
+        unlocked = Job.objects.filter(concurrency_limit__isnull=False).exclude(pk__in=list(limits))
         candidates = (
             queued.exclude(job_id__in=full)
+            .exclude(job_id__in=unlocked.values("pk"))
             .select_for_update(skip_locked=True)
             .order_by("-priority", "id")[: limit * 4]
         )

@@ -131,7 +131,16 @@ def test_runpipeline_follow_prints_each_job_and_exits_by_the_outcome(child_env):
         stop(agent)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[-1] == "d: succeeded"
-    assert "a: queued" in ok.stdout and "b: succeeded" in ok.stdout
+    # Each job as first seen (a quick one may have finished by then), then each change,
+    # each ending succeeded.
+    states: dict[str, list[str]] = {}
+    for line in ok.stdout.splitlines():
+        job, sep, state = line.partition(": ")
+        if sep and job in {"a", "b", "c", "d"}:
+            states.setdefault(job, []).append(state)
+    assert sorted(states) == ["a", "b", "c", "d"], ok.stdout
+    assert all(seen[-1] == "succeeded" for seen in states.values()), ok.stdout
+    assert states["d"][0] in ("pending", "queued", "running", "succeeded"), ok.stdout
     assert "succeeded" in ok.stderr.splitlines()[-1]
     assert failed.returncode == 1
     assert "first: failed (exit 4)" in failed.stdout and "second: skipped" in failed.stdout
