@@ -816,6 +816,29 @@ class Execution(ResourceLimits):
         """pending -> queued: its upstream jobs are done (``env``: with their outputs)."""
         return self._transition(S.QUEUED, available_at=clock.now(), env=env)
 
+    @classmethod
+    def release_many(cls, executions: list["Execution"], *, now: datetime) -> list["Execution"]:
+        """``release`` (without added variables) for many pending executions at once: one
+        UPDATE. Returns those it moved (a cancel may have taken some first), updated."""
+        by_id = {e.pk: e for e in executions}
+        # Locked, then moved: the rows this call moves are exactly these.
+        ids = list(
+            cls.objects.select_for_update()
+            .filter(pk__in=list(by_id), status__in=SOURCES[S.QUEUED])
+            .values_list("pk", flat=True)
+        )
+        cls.objects.filter(pk__in=ids).update(status=S.QUEUED, available_at=now)
+        for pk in ids:
+            by_id[pk].status, by_id[pk].available_at = S.QUEUED, now
+        return [by_id[pk] for pk in ids]
+
+    def succeed_without_worker(self, *, now: datetime) -> bool:
+        """queued -> succeeded for an empty command (a no-op build, as in Jenkins): done
+        at once, no worker needed."""
+        if not self._transition(S.RUNNING, worker=None, started_at=now):
+            return False
+        return self.settle(status=S.SUCCEEDED, exit_code=0, now=now)
+
     def skip(self, *, now: datetime, reason: str) -> bool:
         """pending -> skipped: an upstream job failed."""
         return self._transition(S.SKIPPED, error=reason[:2000], finished_at=now)

@@ -24,12 +24,6 @@ def _at(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def execution_event(execution: Execution) -> None:
-    event = _execution_event(execution)
-    if event is not None:
-        events_emit([event])
-
-
 def execution_events(executions: list[Execution]) -> None:
     """The events of many changes, in one INSERT."""
     events_emit([e for e in map(_execution_event, executions) if e is not None])

@@ -216,9 +216,7 @@ def execution_release(*, execution: Execution, env: dict | None = None) -> bool:
     if not execution.release(env={**execution.env, **(env or {})}):
         return False
     if not execution.command.strip():
-        now = clock.now()
-        execution._transition(S.RUNNING, worker=None, started_at=now)
-        execution.settle(status=S.SUCCEEDED, exit_code=0, now=now)
+        execution.succeed_without_worker(now=clock.now())
     else:
         notify_queued(execution.worker_type)
     _changed(execution)
@@ -234,18 +232,7 @@ def executions_release(*, releases: list[tuple[Execution, dict]]) -> list[Execut
     plain = [e for e, env in releases if not env and e.command.strip()]
     released = []
     if plain:
-        by_id = {e.pk: e for e in plain}
-        # Locked, then moved: the rows this call moves are exactly these.
-        ids = list(
-            Execution.objects.select_for_update()
-            .filter(pk__in=list(by_id), status=S.PENDING)
-            .values_list("pk", flat=True)
-        )
-        Execution.objects.filter(pk__in=ids).update(status=S.QUEUED, available_at=now)
-        for pk in ids:
-            execution = by_id[pk]
-            execution.status, execution.available_at = S.QUEUED, now
-            released.append(execution)
+        released += Execution.release_many(plain, now=now)
         for worker_type in {e.worker_type for e in released}:
             notify_queued(worker_type)
         _changed_many(released)
@@ -401,11 +388,7 @@ def _enqueue_retry(*, execution: Execution, trigger: str, available_at) -> Execu
 
 def _changed(execution: Execution) -> None:
     """The side effects of every state change, after the change, in its transaction."""
-    if execution.job_id:
-        _mirror_status_to_job(execution)
-    _count(execution)
-    outbox.execution_event(execution)
-    hooks.execution_changed.fire(execution)
+    _changed_many([execution])
 
 
 def _count(execution: Execution) -> None:
@@ -421,9 +404,10 @@ MIRROR_ONE_BY_ONE = 8
 
 
 def _changed_many(executions: list[Execution]) -> None:
-    """``_changed`` for many executions that changed together (one claim, the runs an
-    agent settles in one report, a fan-out released): the jobs' statuses in a few
-    statements, the metrics, the events in one INSERT, then the hooks of each."""
+    """The side effects of the state changes of executions that changed together (one,
+    one claim, the runs an agent settles in one report, a fan-out released): the jobs'
+    statuses in a few statements, the metrics, the events in one INSERT, then the hooks
+    of each."""
     if not executions:
         return
     newest: dict = {}  # job -> its newest execution among these
