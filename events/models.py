@@ -54,6 +54,6 @@ class Event(models.Model):
             "type": self.type,
             "subject": self.subject,
             **self.subject_ids,
-            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "created_at": clock.iso(self.created_at),
             "data": self.payload,
         }

@@ -1,13 +1,11 @@
 """Pipeline run events (docs/events.md), written in the transaction of the change."""
 
 from events.services import event_emit
+from hodei.lib import clock
 from pipelines.models import PipelineRun
 
 
 def run_event(run: PipelineRun, kind: str) -> None:
-    def at(value):
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
     event_emit(
         f"pipeline_run.{kind}",
         subject=("pipeline_run", run.pk),
@@ -19,10 +17,10 @@ def run_event(run: PipelineRun, kind: str) -> None:
         payload={
             "status": run.status,
             "trigger": run.trigger,
-            "scheduled_for": at(run.scheduled_for),
-            "created_at": at(run.created_at),
-            "started_at": at(run.started_at),
-            "finished_at": at(run.finished_at),
+            "scheduled_for": clock.iso(run.scheduled_for),
+            "created_at": clock.iso(run.created_at),
+            "started_at": clock.iso(run.started_at),
+            "finished_at": clock.iso(run.finished_at),
             "duration_ms": run.duration_ms,
         },
     )

@@ -46,13 +46,19 @@ def deadline_slot(schedule: Schedule, *, now: datetime) -> datetime | None:
     return slot
 
 
-def _latest_attempt(execution: Execution) -> Execution:
+def _latest_attempts(roots: list[Execution]) -> list[Execution]:
+    """Each run's latest attempt (its retries followed), one query per retry depth for
+    all of them together."""
+    latest = {root.pk: root for root in roots}
+    root_of = {root.pk: root.pk for root in roots}  # an attempt -> the run it retries
     for _ in range(MAX_ATTEMPTS):
-        following = Execution.objects.filter(retry_of=execution).first()
-        if following is None:
+        following = Execution.objects.filter(retry_of_id__in=list(root_of)).order_by("id")
+        root_of = {e.pk: root_of[e.retry_of_id] for e in following}
+        if not root_of:
             break
-        execution = following
-    return execution
+        for e in following:
+            latest[root_of[e.pk]] = e
+    return [latest[root.pk] for root in roots]
 
 
 def verdict(schedule: Schedule, slot: datetime) -> tuple[bool, str]:
@@ -69,8 +75,7 @@ def verdict(schedule: Schedule, slot: datetime) -> tuple[bool, str]:
             "scheduled_for"
         )[:MAX_ATTEMPTS]
         first = None
-        for root in roots:
-            latest = _latest_attempt(root)
+        for latest in _latest_attempts(list(roots)):
             if latest.status == ExecutionStatus.SUCCEEDED:
                 return True, ""
             first = first or latest
@@ -123,14 +128,7 @@ def _check(pk, *, now: datetime) -> int:
     target = H.UP if ok else H.DOWN
     if schedule.health == target and (ok or schedule.health_reason == reason[:255]):
         return 0
-    previous = schedule.health
-    schedule.health = target
-    schedule.health_reason = "" if ok else reason[:255]
-    if target == H.DOWN and previous != H.DOWN:
-        schedule.down_since = now
-    if target == H.UP:
-        schedule.down_since = None
-    schedule.save(update_fields=["health", "health_reason", "down_since"])
+    previous = schedule.record_health(ok=ok, reason=reason, now=now)
     if target == H.DOWN and previous != H.DOWN:
         log.warning("schedule %s is down: %s", schedule, reason)
         outbox.health_event(schedule, "late", reason=reason, slot=slot)

@@ -100,11 +100,6 @@ class Schedule(models.Model):
         return self.name or self.cron or f"once at {self.schedule_time:%Y-%m-%d %H:%M:%S}"
 
     @property
-    def target(self):
-        """What it runs: its job or its pipeline."""
-        return self.job if self.job_id else self.pipeline
-
-    @property
     def is_active(self) -> bool:
         return self.status == St.SCHEDULED
 
@@ -142,6 +137,25 @@ class Schedule(models.Model):
             next_run_at=next_run_at if target == St.SCHEDULED else None,
             updated_at=now,
         )
+
+    def record_health(self, *, ok: bool, reason: str, now: datetime) -> str:
+        """Up after a success, down (with why, since when) otherwise; returns the health
+        it had."""
+        previous = self.health
+        self.health = ScheduleHealth.UP if ok else ScheduleHealth.DOWN
+        self.health_reason = "" if ok else reason[:255]
+        if ok:
+            self.down_since = None
+        elif previous != ScheduleHealth.DOWN:
+            self.down_since = now
+        self.save(update_fields=["health", "health_reason", "down_since"])
+        return previous
+
+    def rearm_alerting(self, *, now: datetime) -> None:
+        """Alerting (re)starts now: earlier slots are not held against the schedule."""
+        self.alert_from = now
+        self.health, self.health_reason, self.down_since = ScheduleHealth.UNKNOWN, "", None
+        self.save(update_fields=["alert_from", "health", "health_reason", "down_since"])
 
     def _move(self, allowed: set, target: str, **fields) -> None:
         """Callers hold the row lock (``select_for_update``), so the check is current."""

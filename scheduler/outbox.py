@@ -1,6 +1,7 @@
 """Schedule events (docs/events.md), written in the transaction of the change."""
 
 from events.services import event_emit, event_new, events_emit
+from hodei.lib import clock
 from scheduler.choices import FireOutcome
 from scheduler.models import Schedule, ScheduleFire
 
@@ -12,10 +13,6 @@ FIRE_EVENT = {
     FireOutcome.MISSED: "schedule.missed",
     FireOutcome.CAUGHT_UP: "schedule.missed",
 }
-
-
-def _at(value):
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _ids(schedule: Schedule, **more) -> dict:
@@ -40,8 +37,8 @@ def fire_event(schedule: Schedule, fire: ScheduleFire) -> None:
                 payload={
                     "name": str(schedule),
                     "outcome": fire.outcome,
-                    "slot_at": _at(fire.slot_at),
-                    "fired_at": _at(fire.fired_at),
+                    "slot_at": clock.iso(fire.slot_at),
+                    "fired_at": clock.iso(fire.fired_at),
                     "is_manual": fire.is_manual,
                     "detail": fire.detail,
                 },
@@ -60,8 +57,8 @@ def health_event(schedule: Schedule, kind: str, *, reason: str, slot) -> None:
             "name": str(schedule),
             "health": schedule.health,
             "reason": reason,
-            "slot_at": _at(slot),
+            "slot_at": clock.iso(slot),
             "alert_after_seconds": schedule.alert_after_seconds,
-            "down_since": _at(schedule.down_since),
+            "down_since": clock.iso(schedule.down_since),
         },
     )

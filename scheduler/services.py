@@ -26,7 +26,6 @@ from scheduler.choices import (
     FireOutcome,
     MisfirePolicy,
     OverlapPolicy,
-    ScheduleHealth,
     ScheduleStatus,
 )
 from scheduler.cron import CronError, next_fire_times, parse_timezone, validate_cron
@@ -213,7 +212,7 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
     if "alert_after_seconds" in fields and fields["alert_after_seconds"] != (
         schedule.alert_after_seconds
     ):
-        _rearm_alerting(schedule, now=now)
+        schedule.rearm_alerting(now=now)
     for name, value in fields.items():
         setattr(schedule, name, value)
     schedule.updated_at = now
@@ -224,19 +223,10 @@ def schedule_update(*, schedule: Schedule, enabled: bool | None = None, **fields
         schedule.pause(now=now)
     elif enabled is True:
         if schedule.status == ScheduleStatus.PAUSED:
-            _rearm_alerting(schedule, now=now)  # slots missed while paused do not alert
-            schedule.save(update_fields=["alert_from", "health", "health_reason", "down_since"])
+            schedule.rearm_alerting(now=now)  # slots missed while paused do not alert
         schedule.resume(next_run_at=_next_slot(schedule, after=now), now=now)
     _sync_engine(schedule)
     return schedule
-
-
-def _rearm_alerting(schedule: Schedule, *, now: datetime) -> None:
-    """Alerting (re)starts now: earlier slots are not held against the schedule."""
-    schedule.alert_from = now
-    schedule.health = ScheduleHealth.UNKNOWN
-    schedule.health_reason = ""
-    schedule.down_since = None
 
 
 @transaction.atomic

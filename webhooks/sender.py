@@ -46,9 +46,6 @@ class Sender:
             atexit.register(self.close)
         return self._pool
 
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     def harvest(self) -> int:
         """Record the answers that have come; how many."""
         done = [future for future in self._in_flight if future.done()]

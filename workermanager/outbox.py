@@ -2,6 +2,7 @@
 change they tell of."""
 
 from events.services import event_emit, event_new, events_emit
+from hodei.lib import clock
 from workermanager.choices import ExecutionStatus as S
 from workermanager.models import Execution, Worker
 
@@ -18,10 +19,6 @@ EXECUTION_EVENT = {
     S.LOST: "execution.lost",
     S.CANCELLED: "execution.cancelled",
 }
-
-
-def _at(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def execution_events(executions: list[Execution]) -> None:
@@ -52,10 +49,10 @@ def _execution_event(execution: Execution):
             "type": execution.type,
             "worker_type": execution.worker_type,
             "retry_of": str(execution.retry_of_id) if execution.retry_of_id else None,
-            "scheduled_for": _at(execution.scheduled_for),
-            "created_at": _at(execution.created_at),
-            "started_at": _at(execution.started_at),
-            "finished_at": _at(execution.finished_at),
+            "scheduled_for": clock.iso(execution.scheduled_for),
+            "created_at": clock.iso(execution.created_at),
+            "started_at": clock.iso(execution.started_at),
+            "finished_at": clock.iso(execution.finished_at),
             "duration_ms": execution.duration_ms,
         },
     )

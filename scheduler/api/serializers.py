@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hodei.api.fields import id_field
+from hodei.lib import clock
 from orchestrator.models import Job, Pipeline
 from scheduler.cron import CronError, parse_timezone
 from scheduler.models import Schedule, ScheduleFire
@@ -50,7 +51,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
     def get_upcoming(self, schedule: Schedule) -> list[str]:
-        return [t.isoformat().replace("+00:00", "Z") for t in schedule_upcoming(schedule)]
+        return [clock.iso(t) for t in schedule_upcoming(schedule)]
 
 
 class ScheduleInputSerializer(serializers.ModelSerializer):
