@@ -382,8 +382,7 @@ class Agent:
         for stream, pipe in (("stdout", process.popen.stdout), ("stderr", process.popen.stderr)):
             self.selector.register(pipe.fileno(), selectors.EVENT_READ, ("pipe", (run, stream)))
             run.open_fds.add(pipe.fileno())
-        if process.pidfd is not None:
-            self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", run))
+        self.selector.register(process.pidfd, selectors.EVENT_READ, ("exit", run))
         self.runs[assignment.id] = run
 
     def wait_io(self, *, timeout: float) -> bool:
@@ -551,11 +550,10 @@ class Agent:
                 code,
                 extra=self._log_ids(assignment),
             )
-            if run.process.pidfd is not None:
-                try:
-                    self.selector.unregister(run.process.pidfd)
-                except KeyError:
-                    pass
+            try:
+                self.selector.unregister(run.process.pidfd)
+            except KeyError:
+                pass
             run.process.close()
             del self.runs[assignment.id]
         # Claim again at once only where there may be work: the last claim filled every

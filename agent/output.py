@@ -54,7 +54,8 @@ class OutputCapture:
         self.max_bytes = max_bytes
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
-        self.masker = Masker([s for s in secrets if len(s) >= 4]) if any(secrets) else None
+        maskable = [s for s in secrets if len(s) >= 4]
+        self.masker = Masker(maskable) if maskable else None
         self.next_seq = first_seq
         self.stored_bytes = 0
         self.seen_bytes = 0

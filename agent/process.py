@@ -158,7 +158,7 @@ class CommandProcess:
         self._workdir_owner = (info.st_uid, info.st_gid)
         self.prepared.attach(self.popen.pid)
         self.pid = self.popen.pid
-        self.pidfd = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+        self.pidfd = self.prepared.pidfd  # readable once it exits; closed by cleanup
         for pipe in (self.popen.stdout, self.popen.stderr):
             os.set_blocking(pipe.fileno(), False)
         self.returncode: int | None = None
@@ -216,15 +216,12 @@ class CommandProcess:
         self.prepared.kill()
 
     def close(self) -> None:
-        # Whatever the command left running goes with it.
-        self.prepared.kill()
+        # Whatever the command left running goes with it (cleanup kills it first).
         self.prepared.cleanup()
         for pipe in (self.popen.stdout, self.popen.stderr):
             try:
                 pipe.close()
             except OSError:
                 pass
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        self.pidfd = None
         _release_workdir(self.workdir_root, self.workdir, self._workdir_owner)

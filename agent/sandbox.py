@@ -415,6 +415,11 @@ class Prepared:
         self._require_attached()
         return False
 
+    @property
+    def pidfd(self) -> int | None:
+        """The pinned pidfd of the command (readable once it exits), until cleanup."""
+        return self._pidfd
+
     def _require_attached(self) -> int:
         if self._pidfd is None:
             raise RuntimeError("call attach(popen.pid) right after Popen")
@@ -789,9 +794,3 @@ def _layout_v2(own: str) -> _Layout | None:
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
-
-
-def limits_backend() -> str:
-    """How limits would be enforced here: "cgroup v1", "cgroup v2" or "rlimit"."""
-    layout = _cgroup_layout()
-    return f"cgroup v{layout.version}" if layout is not None else "rlimit"

@@ -9,13 +9,6 @@ from orchestrator.models import worker_type_validator
 from telemetry.tracing import setup_tracing
 
 
-def labels_of(options) -> dict[str, str]:
-    try:
-        return cli.labels_of(options)
-    except cli.SetupError as exc:
-        raise CommandError(str(exc)) from None
-
-
 class Command(BaseCommand):
     help = (
         "Run a worker agent: register as a Worker, claim queued executions of its type, run "
