@@ -94,7 +94,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         "duration",
         "exit_code",
     )
-    list_select_related = ("job", "worker")
+    list_select_related = ("job__pipeline", "worker")
     list_filter = ("status", "type", "trigger", WorkerTypeFilter)
     # Rendered by hodei's calendar_date_hierarchy (see the change_list template): Django's
     # own runs SELECT DISTINCT date_trunc(...) over every matching row.

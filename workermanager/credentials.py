@@ -113,9 +113,7 @@ def worker_credential_issue(
     # Locked: two registrations of one name at once must not both keep a credential
     # (the partial unique index would refuse the second insert).
     Worker.objects.select_for_update().filter(pk=worker.pk).first()
-    WorkerCredential.objects.filter(worker=worker, revoked_at__isnull=True).update(
-        revoked_at=now, revoked_reason="replaced: the worker registered again"
-    )
+    worker_credential_revoke(worker=worker, reason="replaced: the worker registered again")
     raw, prefix, key_hash = new_token(CREDENTIAL_PREFIX)
     WorkerCredential.objects.create(
         worker=worker,

@@ -157,10 +157,11 @@ def managed_worker_stop(*, managed: ManagedWorker) -> ManagedWorker:
     Stopping a stopped worker is harmless."""
     if managed.status not in MANAGED_LIVE:
         return managed
-    try:
-        managed.mark_stopping()
-    except InvalidTransition:
-        return managed  # stopped or failed meanwhile
+    if managed.status != ManagedWorkerStatus.STOPPING:  # (a drained one is stopping)
+        try:
+            managed.mark_stopping()
+        except InvalidTransition:
+            return managed  # stopped or failed meanwhile
     return managed_worker_stop_now(managed=managed)
 
 
@@ -179,15 +180,15 @@ def managed_worker_stop_now(*, managed: ManagedWorker) -> ManagedWorker:
             managed.mark_stopped(now=now)
         except InvalidTransition:
             return managed  # another stop (or a reconciler) recorded it first
-        worker = Worker.objects.filter(name=managed.name).first()
-        # A graceful agent has done this itself; a killed one could not, and what it
+        # A graceful agent has gone offline itself; a killed one could not, and what it
         # still ran will never be reported: lost, and retried.
-        if worker is not None and worker.go_offline(now=now):
-            outbox.worker_event(worker, "offline", reason="Its managed worker was stopped.")
-            services.executions_lose(
-                worker=worker, now=now, reason=f"Worker {worker.name} was stopped."
-            )
-    _retire_credential(managed, reason="its managed worker was stopped")
+        _take_offline(
+            managed,
+            now=now,
+            event=("offline", "Its managed worker was stopped."),
+            lost="was stopped",
+            credential="its managed worker was stopped",
+        )
     return managed
 
 
@@ -203,31 +204,55 @@ def managed_worker_died(*, managed: ManagedWorker, reason: str) -> bool:
             managed.mark_failed(reason=reason, now=now)
         except InvalidTransition:
             return False
-        worker = Worker.objects.filter(name=managed.name).first()
-        if worker is not None and worker.go_offline(now=now):
-            outbox.worker_event(worker, "lost", reason=f"Its managed worker died: {reason}")
-            services.executions_lose(
-                worker=worker, now=now, reason=f"Worker {worker.name}'s agent died: {reason}"
-            )
-    _retire_credential(managed, reason="its managed worker's agent died")
+        _take_offline(
+            managed,
+            now=now,
+            event=("lost", f"Its managed worker died: {reason}"),
+            lost=f"lost its agent: {reason}",
+            credential="its managed worker's agent died",
+        )
     return True
+
+
+def _take_offline(managed, *, now, event: tuple[str, str], lost: str, credential: str) -> None:
+    """The Worker of a managed worker that ended: offline (with its event), what it still
+    ran lost (and retried), its credential revoked."""
+    worker = Worker.objects.filter(name=managed.name).first()
+    if worker is None:
+        return
+    if worker.go_offline(now=now):
+        outbox.worker_event(worker, event[0], reason=event[1])
+        services.executions_lose(worker=worker, now=now, reason=f"Worker {worker.name} {lost}.")
+    credentials.worker_credential_revoke(worker=worker, reason=credential)
 
 
 def managed_workers_reconcile() -> int:
     """Make the rows tell the truth (maintenance task): a live managed worker whose
     process exited, or whose agent went offline, has failed. Returns how many changed."""
     failed = 0
-    for managed in ManagedWorker.objects.filter(status__in=MANAGED_LIVE).select_related("worker"):
-        backend = get_provider(managed.provider)
-        alive = backend.is_alive(managed)
-        reason = backend.exit_reason(managed) if alive is False else ""
-        # Another host's agent (alive is None): its heartbeats speak for it.
-        if alive is None and managed.worker and managed.worker.status == WorkerStatus.OFFLINE:
-            alive, reason = False, "The agent went offline without being stopped."
-        if alive is False and managed.status != ManagedWorkerStatus.STOPPING:
-            # (A stopping one is being stopped: its stop records how it ended.)
+    # A pool's workers are reconciled with their pool (pools.pools_reconcile); a stopping
+    # one is being stopped: its stop records how it ended.
+    live = ManagedWorker.objects.filter(status__in=MANAGED_LIVE, pool__isnull=True).exclude(
+        status=ManagedWorkerStatus.STOPPING
+    )
+    for managed in live.select_related("worker"):
+        reason = why_gone(managed, get_provider(managed.provider))
+        if reason is not None:
             failed += managed_worker_died(managed=managed, reason=reason)
     return failed
+
+
+def why_gone(managed: ManagedWorker, backend) -> str | None:
+    """Why the agent of a live managed worker is gone (its process exited, its pod
+    ended, or, on another host, it went offline without being stopped); None while it
+    lives."""
+    alive = backend.is_alive(managed)
+    if alive is False:
+        return backend.exit_reason(managed)
+    # Another host's agent (alive is None): its heartbeats speak for it.
+    if alive is None and managed.worker and managed.worker.status == WorkerStatus.OFFLINE:
+        return "The agent went offline without being stopped."
+    return None
 
 
 def managed_workers_stop_local() -> int:

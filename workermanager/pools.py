@@ -34,7 +34,8 @@ import math
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -136,7 +137,6 @@ class ReconcileResult:
     stopped: int = 0
     failed: int = 0
     deleted: int = 0
-    decisions: list[PoolScaling] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.started or self.drained or self.stopped or self.failed or self.deleted)
@@ -230,12 +230,8 @@ def _check_starting(managed: ManagedWorker, backend, result: ReconcileResult) ->
 
 
 def _check_running(managed: ManagedWorker, backend, result: ReconcileResult) -> None:
-    alive = backend.is_alive(managed)
-    reason = backend.exit_reason(managed) if alive is False else ""
-    # Another host's agent (alive is None): its heartbeats speak for it.
-    if alive is None and managed.worker and managed.worker.status == WorkerStatus.OFFLINE:
-        alive, reason = False, "The agent went offline without being stopped."
-    if alive is False:
+    reason = managed_workers.why_gone(managed, backend)
+    if reason is not None:
         result.failed += managed_workers.managed_worker_died(managed=managed, reason=reason)
 
 
@@ -294,7 +290,9 @@ class _PoolState:
 
 
 def _pool_state(pool: WorkerPool, *, now: datetime) -> _PoolState:
-    live = list(pool.workers.filter(status__in=MANAGED_LIVE).order_by("id"))
+    live = list(
+        pool.workers.filter(status__in=MANAGED_LIVE).select_related("worker").order_by("id")
+    )
     serving = [w for w in live if w.status in (M.STARTING, M.RUNNING)]
     worker_ids = [w.worker_id for w in serving if w.worker_id]
     busy = dict(
@@ -353,7 +351,7 @@ def _decide_pool(
             count = 0
         if count > 0:
             started = [_new_worker(pool) for _ in range(count)]
-            _record(pool, state.current, state.current + count, reason, detail, now, result)
+            _record(pool, state.current, state.current + count, reason, detail, now)
     else:
         drained, reason, detail = _to_drain(pool, state, want=want, now=now)
         result.drained += _drain(pool, state, drained, reason, detail, now, result)
@@ -464,17 +462,16 @@ def _drain(pool, state, workers, reason: str, detail: str, now: datetime, result
         if managed.worker_id:
             # The claim locks the worker's row and takes nothing unless it is online:
             # once this commits, nothing new reaches the agent.
-            Worker.objects.filter(pk=managed.worker_id, status=WorkerStatus.ONLINE).update(
-                status=WorkerStatus.DRAINING
-            )
+            with suppress(InvalidTransition):  # not online: it takes nothing anyway
+                managed.worker.drain()
     if drained:
-        _record(pool, state.current, state.current - drained, reason, detail, now, result)
+        _record(pool, state.current, state.current - drained, reason, detail, now)
     return drained
 
 
-def _record(pool, before: int, after: int, reason: str, detail: str, now, result) -> None:
+def _record(pool, before: int, after: int, reason: str, detail: str, now) -> None:
     """The decision, in the scaling log and as an event, in the decision's transaction."""
-    scaling = PoolScaling.objects.create(
+    PoolScaling.objects.create(
         pool=pool,
         at=now,
         from_workers=before,
@@ -495,7 +492,6 @@ def _record(pool, before: int, after: int, reason: str, detail: str, now, result
         },
     )
     log.info("pool %s: %s -> %s (%s: %s)", pool.worker_type, before, after, reason, detail)
-    result.decisions.append(scaling)
 
 
 def _touch(pool: WorkerPool, *, desired: int, now: datetime) -> None:
@@ -557,10 +553,7 @@ def pools_stop_local() -> int:
 
     def stop(managed: ManagedWorker) -> None:
         try:
-            if managed.status == M.STOPPING:
-                managed_workers.managed_worker_stop_now(managed=managed)
-            else:
-                managed_workers.managed_worker_stop(managed=managed)
+            managed_workers.managed_worker_stop(managed=managed)
         except HodeiError as exc:
             log.warning("could not stop %s: %s", managed.name, exc)
         finally:

@@ -89,7 +89,8 @@ def waiting_reason(
             since,
         )
     if execution.status == S.PENDING:
-        answer = hooks.explain_pending.first(execution)
+        # (A list's column shows the code only: it does not ask which jobs.)
+        answer = None if brief else hooks.explain_pending.first(execution)
         code, message = answer or (Reason.DEPENDENCIES, "It waits for the jobs it needs.")
         return Waiting(code, message, since)
     if execution.available_at > now:
@@ -99,19 +100,18 @@ def waiting_reason(
             since,
         )
     if job is not None and job.concurrency_limit:
-        running = Execution.objects.filter(job=job, status=S.RUNNING).count()
+        running = _memo(
+            memo,
+            ("running", job.pk),
+            lambda: Execution.objects.filter(job=job, status=S.RUNNING).count(),
+        )
         if running >= job.concurrency_limit:
             return Waiting(
                 Reason.CONCURRENCY_LIMIT,
                 f"Job {job} has its concurrency limit of {job.concurrency_limit} running.",
                 since,
             )
-    if memo is None:
-        side = _worker_side(execution.worker_type, now=now)
-    else:
-        side = memo.get(execution.worker_type)
-        if side is None:
-            side = memo[execution.worker_type] = _worker_side(execution.worker_type, now=now)
+    side = _memo(memo, execution.worker_type, lambda: _worker_side(execution.worker_type, now=now))
     wanted = _type_words(execution.worker_type)
     if side.code == Reason.NO_WORKER_REGISTERED:
         message = (
@@ -167,6 +167,15 @@ class WorkerSide:
     in_use: int = 0
 
 
+def _memo(memo: dict | None, key, compute):
+    """``compute()``, once per ``key`` while a list shares ``memo``."""
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
 def _worker_side(worker_type: str, *, now: datetime) -> WorkerSide:
     registered = Worker.objects.all()
     if worker_type:
@@ -216,6 +225,11 @@ def blocked_counts(*, now: datetime | None = None) -> dict[str, int]:
         counts[Reason.CONCURRENCY_LIMIT] = queued.filter(job_id__in=at_limit).count()
         queued = queued.exclude(job_id__in=at_limit)
     by_type = dict(queued.values_list("worker_type").annotate(n=Count("id")).order_by())
+    # Types nobody registered (anyone may queue for any type) cost no query each.
+    registered = set(Worker.objects.values_list("type", flat=True).distinct())
     for worker_type, n in by_type.items():
-        counts[_worker_side(worker_type, now=now).code] += n
+        if worker_type and worker_type not in registered:
+            counts[Reason.NO_WORKER_REGISTERED] += n
+        else:
+            counts[_worker_side(worker_type, now=now).code] += n
     return counts
