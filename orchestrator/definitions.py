@@ -26,8 +26,8 @@ from django.db import transaction
 from rest_framework import serializers
 
 from hodei.api.fields import env_field, labels_field
-from hodei.exceptions import Conflict, InvalidInput
-from hodei.lib import clock, secrets
+from hodei.exceptions import InvalidInput
+from hodei.lib import secrets
 from orchestrator import services
 from orchestrator.models import JOB_SETTINGS, Job, Pipeline
 
@@ -94,7 +94,7 @@ def plan(document: dict, *, pipeline: Pipeline | None) -> Plan:
     if not isinstance(raw_jobs, list) or len(raw_jobs) > MAX_JOBS:
         errors.setdefault("jobs", []).append(f"A list of at most {MAX_JOBS} jobs.")
         raw_jobs = []
-    existing = {j.name: j for j in pipeline.jobs.all()} if pipeline else {}
+    existing = {j.name: j for j in pipeline.jobs.prefetch_related("depends_on")} if pipeline else {}
     if pipeline is not None and len(existing) != pipeline.jobs.count():
         errors.setdefault("jobs", []).append(
             "Jobs of this pipeline share a name: a definition matches jobs by name, so "
@@ -139,10 +139,7 @@ def _job_settings(raw: dict, where: str, job: Job | None, errors: dict) -> dict:
     for key in sorted(set(raw) - set(JOB_KEYS)):
         errors.setdefault(f"{where}.{key}", []).append("Unknown key.")
     settings = {key: raw[key] for key in JOB_KEYS if key in raw and key != "needs"}
-    defaults = {
-        f.name: f.get_default() for f in Job._meta.concrete_fields if f.name in JOB_SETTINGS
-    }
-    settings = {**{k: v for k, v in defaults.items() if k != "secret_env"}, **settings}
+    settings = {**{k: v for k, v in _defaults().items() if k != "secret_env"}, **settings}
     needs = raw.get("needs", [])
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         errors.setdefault(f"{where}.needs", []).append("A list of job names.")
@@ -179,6 +176,12 @@ def _secret_env(given, where: str, job: Job | None, errors: dict) -> list[str] |
         return given
     errors.setdefault(f"{where}.secret_env", []).append("A list of names, or a mapping.")
     return []
+
+
+def pipeline_named(name) -> Pipeline | None:
+    """The pipeline a document (or a command) names: names are not unique, so the oldest
+    of that name, the one ``apply`` keeps updating."""
+    return Pipeline.objects.filter(name=name).order_by("id").first() if name else None
 
 
 def _defaults() -> dict:
@@ -257,7 +260,7 @@ def apply(document: dict, *, pipeline: Pipeline | None = None) -> Plan:
     """Apply ``document`` to ``pipeline``, or to the pipeline of its name (created if
     there is none), in one transaction. Returns the plan it carried out."""
     if pipeline is None:
-        pipeline = Pipeline.objects.filter(name=document.get("name")).order_by("id").first()
+        pipeline = pipeline_named(document.get("name"))
     if pipeline is not None:
         # Locked: two applies of one pipeline would each add the jobs the other adds.
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
@@ -268,15 +271,9 @@ def apply(document: dict, *, pipeline: Pipeline | None = None) -> Plan:
         )
     elif result.pipeline_changes:
         services.pipeline_update(pipeline=pipeline, **result.pipeline_changes)
+    by_name = {j.name: j for j in pipeline.jobs.prefetch_related("depends_on")}
     for name in result.removed:
-        job = pipeline.jobs.get(name=name)
-        if job.schedules.exists():
-            raise Conflict(
-                f"Job {name!r} has schedules: delete them (or the job, with ?cascade=true) "
-                "before applying a document without it."
-            )
-        job.delete()
-    by_name = {j.name: j for j in pipeline.jobs.all()}
+        services.job_delete(job=by_name.pop(name))  # 409 if it has schedules
     for name, settings in result.jobs.items():
         fields = {k: v for k, v in settings.items() if k not in ("needs", "secret_env")}
         secret = settings["secret_env"]
@@ -292,7 +289,6 @@ def apply(document: dict, *, pipeline: Pipeline | None = None) -> Plan:
         wanted = sorted(settings["needs"])
         if sorted(j.name for j in job.depends_on.all()) != wanted:
             services.job_update(job=job, depends_on=[by_name[n] for n in wanted])
-    pipeline.updated_at = clock.now()
     result.pipeline = pipeline
     return result
 
@@ -300,9 +296,7 @@ def apply(document: dict, *, pipeline: Pipeline | None = None) -> Plan:
 def export(pipeline: Pipeline) -> dict:
     """The pipeline's document in canonical form: each job's name, command and needs,
     and every other setting that is not its default; secret variables by name."""
-    defaults = {
-        f.name: f.get_default() for f in Job._meta.concrete_fields if f.name in JOB_SETTINGS
-    }
+    defaults = _defaults()
     jobs = []
     for job in pipeline.jobs.prefetch_related("depends_on").order_by("name", "id"):
         entry = {"name": job.name, "command": job.command}

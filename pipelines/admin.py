@@ -28,10 +28,8 @@ from hodei.templatetags.hodei import hodei_ms, moment, status_pill
 from orchestrator import admin as orchestrator_admin
 from orchestrator.models import Pipeline
 from pipelines import services
-from pipelines.choices import ACTIVE_RUN, RunStatus, RunTrigger
+from pipelines.choices import ACTIVE_RUN, RETRYABLE_RUN, RunTrigger
 from pipelines.models import PipelineRun
-
-RETRYABLE_RUN = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 def _uuid_or_404(value) -> uuid.UUID:

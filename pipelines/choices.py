@@ -11,6 +11,8 @@ class RunStatus(models.TextChoices):
 
 ACTIVE_RUN = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 FINISHED_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# A finished run that can be retried ("retry failed jobs").
+RETRYABLE_RUN = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class RunTrigger(models.TextChoices):

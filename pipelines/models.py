@@ -5,7 +5,7 @@ from django.db import models
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
-from pipelines.choices import ACTIVE_RUN, FINISHED_RUN, RunStatus, RunTrigger
+from pipelines.choices import ACTIVE_RUN, FINISHED_RUN, RETRYABLE_RUN, RunStatus, RunTrigger
 
 R = RunStatus
 
@@ -96,9 +96,16 @@ class PipelineRun(models.Model):
             )
         self._set(status=R.CANCELLED, cancel_requested=True, finished_at=now)
 
+    def request_cancel(self) -> None:
+        """From now on no advance releases anything of it (its cancel is under way)."""
+        if self.status not in ACTIVE_RUN:
+            raise InvalidTransition(f"The run is already {self.status}; it cannot be cancelled.")
+        if not self.cancel_requested:
+            self._set(cancel_requested=True)
+
     def reopen(self) -> None:
         """failed or cancelled -> running again (a retry of its failed jobs)."""
-        if self.status not in (R.FAILED, R.CANCELLED):
+        if self.status not in RETRYABLE_RUN:
             raise InvalidTransition(
                 f"The run is {self.status}; only a failed or cancelled run can be retried."
             )

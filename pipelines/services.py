@@ -19,15 +19,18 @@ from datetime import datetime
 
 from django.db import transaction
 
-from hodei.exceptions import Conflict, InvalidInput
+from hodei.exceptions import Conflict, InvalidInput, InvalidTransition
 from hodei.lib import clock
 from orchestrator.choices import PipelineStatus
 from orchestrator.models import Job, Pipeline
 from pipelines import outbox
 from pipelines.choices import (
     ACTIVE_JOB,
+    ACTIVE_RUN,
+    FINISHED_RUN,
     JOB_STATE_OF,
     RETRIED_JOB,
+    RETRYABLE_RUN,
     JobState,
     RunStatus,
     RunTrigger,
@@ -35,10 +38,10 @@ from pipelines.choices import (
 from pipelines.models import PipelineRun
 from telemetry import metrics, tracing
 from workermanager import services as executions
-from workermanager.choices import Trigger
+from workermanager.choices import ACTIVE, ExecutionStatus, Trigger
 from workermanager.models import Execution
 
-R, J = RunStatus, JobState
+R, J, S = RunStatus, JobState, ExecutionStatus
 # Runs being advanced by this thread: an advance releases executions, whose changes come
 # back through the hook; the outer advance goes on until nothing changes.
 _advancing = threading.local()
@@ -155,16 +158,16 @@ def on_pipeline_changed(pipeline: Pipeline, *, changed: set) -> None:
     if "status" not in changed or pipeline.status != PipelineStatus.ACTIVE:
         return
     for run in PipelineRun.objects.select_for_update().filter(
-        pipeline=pipeline, status__in=(R.QUEUED, R.RUNNING)
+        pipeline=pipeline, status__in=ACTIVE_RUN
     ):
         _advance(run)
 
 
 def _advance(run: PipelineRun, *, changed: Execution | None = None) -> None:
-    if run.status in (R.SUCCEEDED, R.FAILED, R.CANCELLED):
+    if run.status in FINISHED_RUN:
         return
     with _advancing_run(run):
-        if changed is not None and changed.status == "running":
+        if changed is not None and changed.status == S.RUNNING:
             if run.start(now=changed.started_at or clock.now()):
                 outbox.run_event(run, "started")
             return  # a start releases nothing and finishes nothing
@@ -227,11 +230,6 @@ def _latest(run: PipelineRun, job_ids) -> dict[str, Execution]:
     return latest
 
 
-# The execution statuses of a job still to run or running (only a job's latest attempt
-# can be in one: an earlier attempt has ended before the next one is made).
-ACTIVE_STATUSES = sorted(status for status, state in JOB_STATE_OF.items() if state in ACTIVE_JOB)
-
-
 def _states(run: PipelineRun, job_ids=None) -> dict[str, tuple]:
     """Each job of the run (or each of ``job_ids``) -> (latest attempt's id, its state):
     one query of tuples, no model instances."""
@@ -253,7 +251,7 @@ def _load_states(run: PipelineRun, states: dict, job_ids) -> None:
 
 def _any_active(run: PipelineRun) -> bool:
     """Whether any job of the run is still to run or running (an EXISTS)."""
-    return run.executions.filter(status__in=ACTIVE_STATUSES).exists()
+    return run.executions.filter(status__in=ACTIVE).exists()
 
 
 # A candidate needing more jobs than this is first asked whether any of them still runs
@@ -267,7 +265,7 @@ def _any_need_active(run: PipelineRun, needs: list[str]) -> bool:
     read a page at a time (a wide fan-in's are nearly all its needs: one short page
     answers), rather than sending a thousand ids to the database on every change."""
     wanted = set(needs)
-    rows = run.executions.filter(status__in=ACTIVE_STATUSES).values_list("job_id", flat=True)
+    rows = run.executions.filter(status__in=ACTIVE).values_list("job_id", flat=True)
     page = [str(job_id) for job_id in rows[:ACTIVE_PAGE]]
     if not wanted.isdisjoint(page):
         return True
@@ -330,7 +328,7 @@ def _release(run: PipelineRun, ready: list[tuple[str, list]], states: dict) -> b
     pending = {
         str(e.job_id): e
         for e in run.executions.filter(
-            pk__in=[states[job_id][0] for job_id, _ in ready], status="pending"
+            pk__in=[states[job_id][0] for job_id, _ in ready], status=S.PENDING
         )
     }
     releases = []
@@ -354,7 +352,7 @@ def _skip(run: PipelineRun, blocked: dict[str, list[str]], states: dict) -> list
     )
     skipped = []
     for execution in run.executions.filter(
-        pk__in=[states[job_id][0] for job_id in blocked], status="pending"
+        pk__in=[states[job_id][0] for job_id in blocked], status=S.PENDING
     ):
         job_id = str(execution.job_id)
         listed = ", ".join(names.get(uuid.UUID(n), n) for n in blocked[job_id])
@@ -399,19 +397,19 @@ def pipeline_run_cancel(*, run: PipelineRun) -> PipelineRun:
     held while taking another in the opposite order, so a settle never deadlocks with it."""
     with transaction.atomic():
         locked = PipelineRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status not in (R.QUEUED, R.RUNNING):
-            raise Conflict(f"The run is already {locked.status}; it cannot be cancelled.")
-        if not locked.cancel_requested:
-            locked._set(cancel_requested=True)
+        try:
+            locked.request_cancel()
+        except InvalidTransition as exc:
+            raise Conflict(str(exc)) from None
     with _advancing_run(run):
-        for execution in run.executions.filter(status__in=("pending", "queued", "running")):
+        for execution in run.executions.filter(status__in=ACTIVE):
             try:
                 executions.execution_cancel(execution=execution)
             except Conflict:
                 pass  # finished meanwhile
     with transaction.atomic():
         run = PipelineRun.objects.select_for_update().get(pk=run.pk)
-        if run.status in (R.QUEUED, R.RUNNING):
+        if run.status in ACTIVE_RUN:
             run.cancel(now=clock.now())
             _finished(run)
     return run
@@ -424,7 +422,7 @@ def pipeline_run_retry(*, run: PipelineRun) -> PipelineRun:
     run = PipelineRun.objects.select_for_update().get(pk=run.pk)
     latest = nodes(run)
     again = [e for e in latest.values() if state_of(e) in RETRIED_JOB]
-    if not again or run.status not in (R.FAILED, R.CANCELLED):
+    if not again or run.status not in RETRYABLE_RUN:
         raise Conflict(
             f"The run is {run.status}: only a failed or cancelled run, with jobs to run again, "
             "can be retried."
@@ -438,7 +436,7 @@ def pipeline_run_retry(*, run: PipelineRun) -> PipelineRun:
                 trigger=Trigger.RETRY,
                 pipeline_run=run,
                 pending=True,
-                retry_of=execution if execution.status != "skipped" else None,
+                retry_of=execution if execution.status != S.SKIPPED else None,
             )
     _advance(run)
     return run

@@ -40,7 +40,7 @@ def _apply(request, *, pipeline) -> Response:
         raise ValidationError({"document": ["A pipeline document is a mapping."]})
     dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true")
     if dry_run:
-        target = pipeline or Pipeline.objects.filter(name=request.data.get("name")).first()
+        target = pipeline or definitions.pipeline_named(request.data.get("name"))
         result = definitions.plan(request.data, pipeline=target)
     else:
         result = definitions.apply(request.data, pipeline=pipeline)

@@ -4,7 +4,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hodei.exceptions import HodeiError
 from orchestrator import definitions
-from orchestrator.models import Pipeline
 
 
 class Command(BaseCommand):
@@ -26,7 +25,7 @@ class Command(BaseCommand):
         try:
             document = definitions.parse(text)
             if dry_run:
-                target = Pipeline.objects.filter(name=document.get("name")).first()
+                target = definitions.pipeline_named(document.get("name"))
                 result = definitions.plan(document, pipeline=target)
             else:
                 result = definitions.apply(document)

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hodei.exceptions import HodeiError
 from hodei.lib.lookup import by_id_or_prefix
+from orchestrator import definitions
 from orchestrator.models import Pipeline
 from pipelines import services
 from pipelines.choices import FINISHED_RUN, RunTrigger
@@ -33,7 +34,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--env takes K=V, got {item!r}")
             params[key] = value
         try:
-            target = Pipeline.objects.filter(name=pipeline).order_by("-id").first() or (
+            target = definitions.pipeline_named(pipeline) or (
                 by_id_or_prefix(Pipeline.objects.all(), pipeline)
             )
             run = services.pipeline_run_start(pipeline=target, env=params, trigger=RunTrigger.CLI)
