@@ -10,6 +10,7 @@ from django.db import connection, models, transaction
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
+from hodei.lib.rows import from_rows, select_list
 from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, ResourceLimits, worker_type_validator
@@ -695,36 +696,18 @@ class Execution(ResourceLimits):
                     {online}
                 ORDER BY priority DESC, id LIMIT %s
                 FOR UPDATE SKIP LOCKED)
-            RETURNING {cls._returning()}"""
+            RETURNING {select_list(cls)}"""
         params = [*params[:4], S.QUEUED, now, worker.type, *params[4:], limit]
         claimed = cls._from_returning(sql, params)
         claimed.sort(key=lambda e: e.id)
         return claimed
 
     @classmethod
-    def _returning(cls, alias: str = "") -> str:
-        prefix = f"{alias}." if alias else ""
-        return ", ".join(prefix + f.column for f in cls._meta.concrete_fields)
-
-    @classmethod
     def _from_returning(cls, sql: str, params: list) -> list["Execution"]:
-        """Run a raw statement that returns whole rows (``_returning()``), as instances."""
+        """Run a raw statement that returns whole rows (``select_list``), as instances."""
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        fields = cls._meta.concrete_fields
-        names = [f.attname for f in fields]
-        # A raw cursor returns database values (JSON as text): convert them as the ORM does.
-        converters = [
-            (i, f.from_db_value) for i, f in enumerate(fields) if hasattr(f, "from_db_value")
-        ]
-        out = []
-        for row in rows:
-            values = list(row)
-            for i, convert in converters:
-                values[i] = convert(values[i], None, connection)
-            out.append(cls.from_db(connection.alias, names, values))
-        return out
+            return from_rows(cls, cursor.fetchall())
 
     @classmethod
     def settle_many(
@@ -776,7 +759,7 @@ class Execution(ResourceLimits):
             FROM (VALUES {", ".join(values)})
                 AS v(id, status, exit_code, error, log_bytes, log_truncated, outputs)
             WHERE e.id = v.id AND e.status = %s AND e.worker_id = %s
-            RETURNING {cls._returning("e")}"""
+            RETURNING {select_list(cls, "e")}"""
         return cls._from_returning(sql, [S.TIMED_OUT, now, *params, S.RUNNING, worker.pk])
 
     def settle(
