@@ -101,12 +101,8 @@ class Relay:
             return len(events)
 
     def tick(self) -> None:
-        for listener in hooks.relay_tick._listeners:
-            try:
-                listener()
-            except Exception:
-                # One failing listener must not stop the others, nor the relay.
-                log.exception("relay tick %s failed", getattr(listener, "__name__", listener))
+        # One failing listener must not stop the others, nor the relay.
+        hooks.relay_tick.fire_each(log=log)
 
     def step(self) -> int:
         moved = self.publish() + self.dispatch()

@@ -49,18 +49,16 @@ class ScheduleForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         adding = self.instance.pk is None
-        runs = (
-            (adding and data.get("enabled"))
-            or (not adding and "enabled" in self.changed_data and data.get("enabled"))
-            or (not adding and {"job", "pipeline"} & set(self.changed_data))
+        runs = services.schedule_makes_commands_run(
+            schedule=None if adding else self.instance,
+            changes=data if adding else {n: data.get(n) for n in self.changed_data},
         )
         if bool(data.get("job")) == bool(data.get("pipeline")):
             message = "Give exactly one of a job and a pipeline."
             self.add_error("job", message)
             self.add_error("pipeline", message)
         if runs and self.user is not None:
-            # Creating, enabling or re-pointing a schedule makes commands run: the API's
-            # rule (accounts.permissions), not a second one.
+            # The API's rule and check, not a second one.
             try:
                 permissions.require_run(self.user)
             except HodeiError as exc:

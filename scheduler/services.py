@@ -124,6 +124,20 @@ def _check_quota(*, job: Job | None = None, pipeline: Pipeline | None = None, ex
         )
 
 
+def schedule_makes_commands_run(*, schedule: Schedule | None, changes: dict) -> bool:
+    """Whether creating a schedule (``schedule`` None) or changing it with ``changes``
+    makes commands run, so that it needs the run permission (API and admin alike):
+    creating it enabled, enabling a paused one, or pointing it at another job or
+    pipeline."""
+    if schedule is None:
+        return bool(changes.get("enabled", True))
+    if changes.get("enabled") and not schedule.enabled:
+        return True
+    return any(
+        name in changes and changes[name] != getattr(schedule, name) for name in ("job", "pipeline")
+    )
+
+
 def schedule_create(
     *,
     job: Job | None = None,

@@ -22,6 +22,19 @@ class Hook:
         for listener in self._listeners:
             listener(*args, **kwargs)
 
+    def fire_each(self, *args, log, **kwargs) -> None:
+        """``fire``, but a listener that raises is logged (on ``log``) and the others still
+        run: for hooks outside any change's transaction (a relay's periodic tick)."""
+        for listener in self._listeners:
+            try:
+                listener(*args, **kwargs)
+            except Exception:
+                log.exception("%s: %s failed", self.name, getattr(listener, "__name__", listener))
+
+    def disconnect(self, listener: Callable) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def first(self, *args, **kwargs):
         """Ask the listeners in turn; the first answer that is not None (or None)."""
         for listener in self._listeners:

@@ -31,7 +31,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         each slot starts a pipeline run), exactly one. It will run commands: that needs
         the run permission too."""
         data = validated(ScheduleInputSerializer, request.data, echo=ScheduleSerializer)
-        if data.get("enabled", True):
+        if services.schedule_makes_commands_run(schedule=None, changes=data):
             permissions.require_run(request.user)
         schedule = services.schedule_create(**data)
         return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
@@ -48,8 +48,7 @@ class ScheduleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             instance=schedule,
             echo=ScheduleSerializer,
         )
-        if data.get("enabled") or "job" in data or "pipeline" in data:
-            # Enabling or re-pointing a schedule makes commands run: the run permission.
+        if services.schedule_makes_commands_run(schedule=schedule, changes=data):
             permissions.require_run(request.user)
         schedule = services.schedule_update(schedule=schedule, **data)
         return Response(ScheduleSerializer(schedule).data)

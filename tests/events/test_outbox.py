@@ -138,7 +138,7 @@ def test_the_relay_dispatches_in_order_once(monkeypatch):
         assert relay.dispatch() == 0
         assert not Event.objects.filter(dispatched_at__isnull=True).exists()
     finally:
-        hooks.consumers._listeners.remove(listener)
+        hooks.consumers.disconnect(listener)
 
 
 def test_purge_keeps_what_a_consumer_has_not_had(settings):
