@@ -14,10 +14,6 @@ from hodei.lib.rows import from_rows, select_list
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class Throttled(exceptions.Throttled):
-    default_detail = "Too many failed token attempts from this address."
-
-
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -104,4 +100,7 @@ def record_failure(address: str, *, now) -> None:
             return
         AuthFailure.objects.filter(pk=row.pk).update(failures=F("failures") + 1)
     if row.failures + 1 > settings.HODEI_TOKEN_FAILURE_LIMIT:
-        raise Throttled(wait=int((row.window_started_at + window - now).total_seconds()) + 1)
+        raise exceptions.Throttled(
+            wait=int((row.window_started_at + window - now).total_seconds()) + 1,
+            detail="Too many failed token attempts from this address.",
+        )

@@ -58,15 +58,6 @@ class Forbidden(HodeiError):
     code = "permission_denied"
 
 
-class TooManyRequests(HodeiError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    code = "throttled"
-
-    def __init__(self, message: str, *, retry_after_seconds: int):
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-
-
 class Unavailable(HodeiError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "unavailable"
@@ -99,10 +90,7 @@ def api_exception_handler(exc, context):
         body = {"error": exc.code, "detail": exc.message}
         if exc.fields:
             body["fields"] = exc.fields
-        headers = {}
-        if isinstance(exc, TooManyRequests):
-            headers["Retry-After"] = str(exc.retry_after_seconds)
-        return Response(body, status=exc.status_code, headers=headers)
+        return Response(body, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"body": exc.messages}
         return Response(_validation_body(detail), status=status.HTTP_400_BAD_REQUEST)
