@@ -40,3 +40,16 @@ def secrets_for_own_command(user) -> bool:
     """Whether a command this user wrote may receive the job's secret variables: only if
     they may change the job (and so could put the command there themselves)."""
     return user.has_perm(CHANGE_JOB)
+
+
+class OperatePermissionMixin:
+    """For a ModelAdmin of history (executions, pipeline runs): nobody edits one.
+    Operators act on them (cancel) with the model's ``change`` permission; running
+    again (retry) needs the run permission, as in the API; viewers only look."""
+
+    def has_operate_permission(self, request, obj=None) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return may_run(request.user)

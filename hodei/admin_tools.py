@@ -121,3 +121,15 @@ def link_column(field: str, description: str, *, ordering: str | None = None, sh
         return format_html('<a href="{}">{}</a>', url, pk if show_id else getattr(obj, field))
 
     return column
+
+
+def uuid_or_404(value):
+    """An object id from a URL of the admin's own views: a UUID, or a 404."""
+    import uuid
+
+    from django.http import Http404
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404 from None

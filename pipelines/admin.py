@@ -8,7 +8,6 @@ pipeline". Buttons call the same services as the API; the permission rules are t
 API's (cancel: ``change``; retry and run: the run permission)."""
 
 import json
-import uuid
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -20,7 +19,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts import permissions
-from hodei.admin_tools import CappedCountPaginator, link_column, object_urls, time_column
+from hodei.admin_tools import (
+    CappedCountPaginator,
+    link_column,
+    object_urls,
+    time_column,
+    uuid_or_404,
+)
 from hodei.exceptions import HodeiError
 from hodei.lib import dag_svg
 from hodei.lib.lookup import id_search
@@ -30,13 +35,6 @@ from orchestrator.models import Pipeline
 from pipelines import services
 from pipelines.choices import ACTIVE_RUN, RETRYABLE_RUN, RunTrigger
 from pipelines.models import PipelineRun
-
-
-def _uuid_or_404(value) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise Http404 from None
 
 
 def run_graph(run: PipelineRun, jobs: list[dict]) -> SafeString:
@@ -74,7 +72,7 @@ def run_graph(run: PipelineRun, jobs: list[dict]) -> SafeString:
 
 
 @admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
+class PipelineRunAdmin(permissions.OperatePermissionMixin, admin.ModelAdmin):
     """Runs are history, as executions are: nobody edits one. Operators cancel and retry
     them from their page; viewers watch."""
 
@@ -137,13 +135,6 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    def has_operate_permission(self, request) -> bool:
-        """Cancelling is a change of the run, as in the API."""
-        return request.user.has_perm("pipelines.change_pipelinerun")
-
-    def has_run_permission(self, request) -> bool:
-        return permissions.may_run(request.user)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -253,7 +244,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
         """The page's live state, for its poller (static/pipelines/run-live.js)."""
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
-        run = get_object_or_404(PipelineRun, pk=_uuid_or_404(object_id))
+        run = get_object_or_404(PipelineRun, pk=uuid_or_404(object_id))
         return JsonResponse(self._state(request, run))
 
     def operate_view(self, request, object_id, operation):
@@ -264,7 +255,7 @@ class PipelineRunAdmin(admin.ModelAdmin):
         allowed = self.has_operate_permission if operation == "cancel" else self.has_run_permission
         if not allowed(request):
             raise PermissionDenied
-        run = get_object_or_404(PipelineRun, pk=_uuid_or_404(object_id))
+        run = get_object_or_404(PipelineRun, pk=uuid_or_404(object_id))
         try:
             if operation == "cancel":
                 services.pipeline_run_cancel(run=run)
@@ -317,7 +308,7 @@ class PipelineAdmin(orchestrator_admin.PipelineAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not permissions.may_run(request.user):
             raise PermissionDenied
-        pipeline = get_object_or_404(Pipeline, pk=_uuid_or_404(object_id))
+        pipeline = get_object_or_404(Pipeline, pk=uuid_or_404(object_id))
         try:
             run = services.pipeline_run_start(pipeline=pipeline, trigger=RunTrigger.ADMIN)
         except HodeiError as exc:  # an archived pipeline

@@ -1,6 +1,5 @@
 import threading
 import time
-import uuid
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,6 +18,7 @@ from hodei.admin_tools import (
     link_column,
     object_urls,
     time_column,
+    uuid_or_404,
 )
 from hodei.api.fields import LABEL_KEY
 from hodei.exceptions import HodeiError, InvalidTransition
@@ -43,15 +43,6 @@ NO_SANDBOX = (
     "Its commands run unsandboxed, as the agent's own user: they can read its environment "
     "and files and signal it. See docs/security.md."
 )
-
-
-class OperatePermissionMixin:
-    """Executions are history: nobody edits one. Operators act on them (cancel, retry)
-    with the ``change`` permission; viewers only look."""
-
-    def has_operate_permission(self, request, obj=None) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
 
 class WorkerTypeFilter(admin.SimpleListFilter):
@@ -82,7 +73,7 @@ def _list_memo() -> dict:
 
 
 @admin.register(Execution)
-class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
+class ExecutionAdmin(permissions.OperatePermissionMixin, admin.ModelAdmin):
     # What an operator looks for first; the rest is on the execution's page.
     list_display = (
         "short_id",
@@ -339,7 +330,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         if not self.has_view_or_change_permission(request):
             raise Http404
         execution = get_object_or_404(
-            Execution.objects.select_related("worker"), pk=self._uuid_or_404(object_id)
+            Execution.objects.select_related("worker"), pk=uuid_or_404(object_id)
         )
         try:
             offset = max(0, int(request.GET.get("offset", 0)))
@@ -359,7 +350,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         """The whole log stored so far, as text (the page's "download raw log")."""
         if not self.has_log_permission(request):
             raise Http404
-        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        execution = get_object_or_404(Execution, pk=uuid_or_404(object_id))
         response = StreamingHttpResponse(
             (c.message for c in selectors.execution_log_pages(execution)),
             content_type="text/plain; charset=utf-8",
@@ -378,7 +369,7 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
         allowed = self.has_operate_permission if operation == "cancel" else self.has_run_permission
         if not allowed(request):
             raise Http404
-        execution = get_object_or_404(Execution, pk=self._uuid_or_404(object_id))
+        execution = get_object_or_404(Execution, pk=uuid_or_404(object_id))
         try:
             if operation == "cancel":
                 services.execution_cancel(execution=execution)
@@ -406,16 +397,6 @@ class ExecutionAdmin(OperatePermissionMixin, admin.ModelAdmin):
             return redirect("admin:orchestrator_job_change", job.pk)
         self.message_user(request, f"{job}: execution queued.", messages.SUCCESS)
         return redirect("admin:workermanager_execution_change", execution.pk)
-
-    def has_run_permission(self, request, obj=None) -> bool:
-        return permissions.may_run(request.user)
-
-    @staticmethod
-    def _uuid_or_404(value):
-        try:
-            return uuid.UUID(str(value))
-        except ValueError:
-            raise Http404 from None
 
 
 def _chunk(chunk) -> dict:
