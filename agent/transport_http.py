@@ -133,6 +133,18 @@ class _Connection:
         return response.status, data if isinstance(data, dict) else {"detail": str(data)}
 
 
+def _recorded(result: dict, execution_id) -> bool:
+    """Whether the server recorded a finish (one ignored had been settled meanwhile)."""
+    if result.get("result") == "recorded":
+        return True
+    log.info(
+        "finish of %s ignored: it had been settled meanwhile (%s)",
+        execution_id,
+        result.get("status"),
+    )
+    return False
+
+
 class HttpTransport:
     cheap_claims = True  # claim() starts or extends a long-poll; it never waits
 
@@ -306,14 +318,7 @@ class HttpTransport:
         except (RequestRefused, NotFoundError) as exc:
             log.error("finish of %s refused by the server: %s", execution_id, exc)
             return False
-        recorded = reply.data.get("result") == "recorded"
-        if not recorded:
-            log.info(
-                "finish of %s ignored: it had been settled meanwhile (%s)",
-                execution_id,
-                reply.data.get("status"),
-            )
-        return recorded
+        return _recorded(reply.data, execution_id)
 
     def settle_many(self, reports) -> list[bool]:
         """Every run that ended in one turn of the loop, in one request (POST
@@ -331,15 +336,7 @@ class HttpTransport:
             except (RequestRefused, NotFoundError):
                 recorded += [self.settle(**report) for report in batch]
                 continue
-            for result in reply.data.get("results", []):
-                ok = result.get("result") == "recorded"
-                if not ok:
-                    log.info(
-                        "finish of %s ignored: it had been settled meanwhile (%s)",
-                        result.get("execution_id"),
-                        result.get("status"),
-                    )
-                recorded.append(ok)
+            recorded += [_recorded(r, r.get("execution_id")) for r in reply.data.get("results", [])]
         return recorded
 
     def go_offline(self) -> None:

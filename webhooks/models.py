@@ -279,6 +279,12 @@ class Delivery(models.Model):
             is_success=result.is_success,
         )
 
+    @classmethod
+    def lease(cls, ids: list, *, until: datetime) -> None:
+        """Claimed for sending until ``until`` (rows the caller holds locked): nobody else
+        sends them meanwhile."""
+        cls.objects.filter(pk__in=ids).update(leased_until=until)
+
     def give_up(self, reason: str, *, now: datetime) -> None:
         """Fail a pending delivery without sending it (its subscription is disabled)."""
         if self.status != DeliveryStatus.PENDING:

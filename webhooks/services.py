@@ -309,8 +309,6 @@ def deliveries_claim(
             if len(claims) >= limit or in_flight.get(subscription.pk, 0) >= per_subscription:
                 continue
             in_flight[subscription.pk] = in_flight.get(subscription.pk, 0) + 1
-            delivery.leased_until = lease
-            delivery.save(update_fields=["leased_until"])
             event = delivery.event
             claims.append(
                 Claim(
@@ -326,6 +324,7 @@ def deliveries_claim(
                     ),
                 )
             )
+        Delivery.lease([claim.delivery_id for claim in claims], until=lease)
     return claims
 
 
