@@ -133,3 +133,19 @@ def uuid_or_404(value):
         return uuid.UUID(str(value))
     except ValueError:
         raise Http404 from None
+
+
+def latest_formset(*order_by: str, rows: int):
+    """An inline's formset that shows the parent's newest ``rows`` rows only (a schedule
+    firing every second has millions). Sliced here, after the formset has filtered by
+    the parent: sliced in the inline's get_queryset, the newest rows would be those of
+    every parent."""
+    from django import forms
+
+    class LatestFormSet(forms.BaseInlineFormSet):
+        def get_queryset(self):
+            if not hasattr(self, "_latest"):
+                self._latest = super().get_queryset().order_by(*order_by)[:rows]
+            return self._latest
+
+    return LatestFormSet

@@ -6,7 +6,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts import permissions
-from hodei.admin_tools import apply_each
+from hodei.admin_tools import apply_each, latest_formset
 from hodei.exceptions import HodeiError, InvalidInput
 from hodei.lib import clock
 from hodei.templatetags.hodei import moment, relative, status_pill
@@ -83,17 +83,6 @@ class ScheduleForm(forms.ModelForm):
 HISTORY_ROWS = 20
 
 
-class LatestFiresFormSet(forms.BaseInlineFormSet):
-    """The newest HISTORY_ROWS slots of this schedule; a schedule firing every second has
-    millions of rows. (Sliced here, after the formset has filtered by the schedule: in
-    the inline's get_queryset the newest rows would be those of every schedule.)"""
-
-    def get_queryset(self):
-        if not hasattr(self, "_latest"):
-            self._latest = super().get_queryset().order_by("-slot_at")[:HISTORY_ROWS]
-        return self._latest
-
-
 # How each outcome reads in the history (the choices' values are for the API).
 OUTCOME_TEXT = {
     FireOutcome.FIRED: "fired",
@@ -107,7 +96,7 @@ OUTCOME_TEXT = {
 
 class ScheduleFireInline(admin.TabularInline):
     model = ScheduleFire
-    formset = LatestFiresFormSet
+    formset = latest_formset("-slot_at", rows=HISTORY_ROWS)
     fields = ("slot", "what_happened", "execution_link", "lag", "kind", "detail")
     # (execution_link shows a pipeline slot's run)
     readonly_fields = fields

@@ -10,7 +10,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from events.types import EVENT_TYPES
-from hodei.admin_tools import CappedCountPaginator, apply_each, link_column, time_column
+from hodei.admin_tools import (
+    CappedCountPaginator,
+    apply_each,
+    latest_formset,
+    link_column,
+    time_column,
+)
 from hodei.exceptions import InvalidInput
 from hodei.lib import clock
 from hodei.templatetags.hodei import hodei_ms, moment, status_pill
@@ -77,16 +83,6 @@ class SubscriptionForm(forms.ModelForm):
         return secret
 
 
-class LatestDeliveriesFormSet(forms.BaseInlineFormSet):
-    """The subscription's newest LATEST_DELIVERIES deliveries (sliced here, after the
-    formset has filtered by the subscription)."""
-
-    def get_queryset(self):
-        if not hasattr(self, "_latest"):
-            self._latest = super().get_queryset().order_by("-id")[:LATEST_DELIVERIES]
-        return self._latest
-
-
 def attempts_html(delivery: Delivery):
     """Each attempt as "#n 500 · 12 ms", its error or the answer's start on hover."""
     attempts = list(delivery.attempts.all())
@@ -110,7 +106,7 @@ def attempts_html(delivery: Delivery):
 
 class DeliveryInline(admin.TabularInline):
     model = Delivery
-    formset = LatestDeliveriesFormSet
+    formset = latest_formset("-id", rows=LATEST_DELIVERIES)
     fields = ("delivery_link", "event_type", "status_badge", "attempts", "created", "finished")
     readonly_fields = fields
     can_delete = False

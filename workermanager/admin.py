@@ -15,6 +15,7 @@ from accounts import permissions
 from hodei.admin_tools import (
     CappedCountPaginator,
     apply_each,
+    latest_formset,
     link_column,
     object_urls,
     time_column,
@@ -775,23 +776,13 @@ class PoolScalingInline(admin.TabularInline):
     extra = 0
     max_num = 0
     verbose_name_plural = "Scaling decisions (latest 20)"
-    LATEST = 20
+    formset = latest_formset("-id", rows=20)
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
-
-    def get_queryset(self, request):
-        # The formset filters by pool after this, and a sliced queryset cannot be
-        # filtered: take the latest ids of the pool on the page.
-        pool_id = (request.resolver_match.kwargs if request.resolver_match else {}).get("object_id")
-        queryset = super().get_queryset(request)
-        if pool_id is None:
-            return queryset.none()
-        latest = PoolScaling.objects.filter(pool_id=pool_id).order_by("-id")[: self.LATEST]
-        return queryset.filter(pk__in=list(latest.values_list("pk", flat=True)))
 
 
 @admin.register(WorkerPool)
