@@ -10,6 +10,7 @@ from django.db.models import Q
 from events.models import Event
 from events.types import EVENT_TYPES
 from hodei.lib import clock
+from hodei.lib.rows import execute
 
 
 def event_emit(type: str, *, subject: tuple[str, object], ids: dict, payload: dict) -> Event:
@@ -55,12 +56,11 @@ def events_emit(events: list[Event]) -> None:
             json.dumps(event.payload),
             ops.adapt_datetimefield_value(event.created_at),
         ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Event._meta.db_table} (type, subject, subject_ids, payload, "
-            f"created_at) VALUES {', '.join(rows)}",
-            params,
-        )
+    execute(
+        f"INSERT INTO {Event._meta.db_table} (type, subject, subject_ids, payload, "
+        f"created_at) VALUES {', '.join(rows)}",
+        params,
+    )
 
 
 def events_purge(*, now=None, batch: int = 5000) -> int:

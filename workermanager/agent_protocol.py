@@ -22,7 +22,7 @@ from orchestrator.models import Job
 from workermanager import credentials, outbox, services, workers
 from workermanager.choices import ExecutionStatus, WorkerStatus
 from workermanager.models import Execution, RegistrationToken, Worker, WorkerCredential
-from workermanager.notify import CHANNEL
+from workermanager.notify import CHANNEL, queued_payload
 
 # The longest a claim waits for work (an HTTP long-poll).
 CLAIM_WAIT_MAX_SECONDS = 30.0
@@ -208,9 +208,10 @@ def _wait_for_work(listener: Listener, *, worker_type: str, seconds: float) -> N
         ready, _, _ = select.select([listener.fileno()], [], [], remaining)
         if not ready:
             return
-        # The payload is the execution's worker type ("" for any); a lost connection
-        # yields ("", ""): look at once, then poll.
-        if any(payload in ("", worker_type) for _, payload in listener.drain()):
+        # The payload starts with the execution's worker type ("" for any); a lost
+        # connection yields ("", ""): look at once, then poll.
+        notes = listener.drain()
+        if any(queued_payload(payload)[0] in ("", worker_type) for _, payload in notes):
             return
         if not listener.alive:
             return

@@ -10,7 +10,7 @@ from django.db import connection, models, transaction
 from hodei.exceptions import InvalidTransition
 from hodei.lib import clock
 from hodei.lib.ids import uuid7
-from hodei.lib.rows import from_rows, select_list
+from hodei.lib.rows import fetch_all, from_rows, select_list
 from hodei.lib.validators import plain_text
 from orchestrator.choices import CommandType
 from orchestrator.models import MAX_TIMEOUT_SECONDS, Job, ResourceLimits, worker_type_validator
@@ -592,8 +592,19 @@ class Execution(ResourceLimits):
     # -- transitions (called by workermanager.services only) ----------------------
 
     @classmethod
+    def claims_in_one_statement(cls) -> bool:
+        """Whether a claim now is its one statement (see ``claim``)."""
+        return connection.vendor == "postgresql" and not _limited_jobs_exist()
+
+    @classmethod
     def claim(
-        cls, *, worker: Worker, limit: int, now: datetime, only_online: bool = False
+        cls,
+        *,
+        worker: Worker,
+        limit: int,
+        now: datetime,
+        only_online: bool = False,
+        in_one_statement: bool | None = None,
     ) -> list["Execution"]:
         """queued -> running for up to ``limit`` executions that ``worker`` may run
         (its type, or any type): highest priority first, oldest first within a
@@ -608,8 +619,11 @@ class Execution(ResourceLimits):
         other, so no execution is claimed twice. That statement leaves out jobs with a
         limit (read in the same statement, so always current); when such jobs exist,
         the claim locks their rows first (in id order), counts what runs, and takes only
-        what fits. On SQLite the IMMEDIATE transaction serialises claimers instead."""
-        if connection.vendor == "postgresql" and not _limited_jobs_exist():
+        what fits. On SQLite the IMMEDIATE transaction serialises claimers instead.
+        ``in_one_statement``: the caller's ``claims_in_one_statement()``, if it asked."""
+        if in_one_statement is None:
+            in_one_statement = cls.claims_in_one_statement()
+        if in_one_statement:
             return cls._claim_in_one_statement(
                 worker=worker, limit=limit, now=now, only_online=only_online
             )
@@ -705,9 +719,7 @@ class Execution(ResourceLimits):
     @classmethod
     def _from_returning(cls, sql: str, params: list) -> list["Execution"]:
         """Run a raw statement that returns whole rows (``select_list``), as instances."""
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return from_rows(cls, cursor.fetchall())
+        return from_rows(cls, fetch_all(sql, params))
 
     @classmethod
     def settle_many(

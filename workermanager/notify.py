@@ -7,7 +7,13 @@ NOTIFY: listeners poll."""
 
 from django.db import connection
 
-CHANNEL = "hodei_executions"  # an execution was queued; payload: its worker type
+from hodei.lib.rows import execute
+
+# An execution was queued. Payload: its worker type, and, when one execution was queued
+# alone, a space and its id: the agent that id designates (``designated``) claims at once
+# and the others a moment later, so one row does not send every idle agent to the
+# database. Without an id (several queued together), every agent of the type claims.
+CHANNEL = "hodei_executions"
 CANCEL_CHANNEL = "hodei_cancel"  # a running execution is to be cancelled; payload: its id
 WORKERS_CHANNEL = "hodei_workers"  # a worker registered; payload: its name
 
@@ -18,12 +24,28 @@ def supports_notify() -> bool:
 
 def _notify(channel: str, payload: str) -> None:
     if supports_notify():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+        execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
 
-def notify_queued(worker_type: str) -> None:
-    _notify(CHANNEL, worker_type)
+def notify_queued(worker_type: str, execution_id=None) -> None:
+    _notify(CHANNEL, f"{worker_type} {execution_id}" if execution_id else worker_type)
+
+
+def queued_payload(payload: str) -> tuple[str, str]:
+    """A CHANNEL payload as (worker type, execution id or "")."""
+    worker_type, _, execution_id = payload.partition(" ")
+    return worker_type, execution_id
+
+
+def designated(execution_id: str, peers: list) -> object | None:
+    """Which of ``peers`` (the ids of the online workers that may take it, in a fixed
+    order) is asked first for an execution queued alone: a choice spread evenly by the
+    id's random last bits (UUIDv7), the same in every agent. None when it cannot tell."""
+    try:
+        bits = int(execution_id.replace("-", "")[-8:], 16)
+    except ValueError:
+        return None
+    return peers[bits % len(peers)] if peers else None
 
 
 def notify_cancel(execution_id) -> None:

@@ -1,0 +1,74 @@
+"""hodei.lib.rows: the hot paths' own statements store and read rows exactly as the ORM
+does (on PostgreSQL prepared on the server, on SQLite through Django's cursor)."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.forms.models import model_to_dict
+
+from events.models import Event
+from hodei.lib import clock, rows
+from tests.factories import JobFactory, WorkerFactory
+from workermanager.models import Execution
+
+pytestmark = pytest.mark.django_db
+
+
+def every_column(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_insert_stores_every_column_as_save_does():
+    now = clock.now()
+    fields = dict(
+        job=JobFactory(),
+        command="echo 'quotes' \"and\" $VARS \\ ünïcode",
+        type="python",
+        worker_type="gpu",
+        env={"A": "1", "NESTED": "x=y"},
+        timeout_seconds=30,
+        status="running",
+        worker=WorkerFactory(),
+        created_at=now,
+        available_at=now,
+        started_at=now,
+        deadline_at=now + timedelta(seconds=30),
+        cpu_limit=0.5,
+        memory_limit_mb=256,
+        outputs={"OUT": "v"},
+        priority=-3,
+        trace_parent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    )
+    by_orm = Execution(**fields)
+    by_orm.save(force_insert=True)
+    by_insert = Execution(**fields)
+    rows.insert(by_insert)
+
+    assert by_insert._state.adding is False
+    stored = [every_column(Execution.objects.get(pk=e.pk)) for e in (by_orm, by_insert)]
+    for one in stored:
+        one.pop("id")
+    assert stored[0] == stored[1]
+    assert stored[1]["env"] == {"A": "1", "NESTED": "x=y"}
+    assert model_to_dict(Execution.objects.get(pk=by_insert.pk))["command"] == fields["command"]
+
+
+def test_insert_refuses_a_model_whose_columns_the_database_fills_in():
+    event = Event(type="execution.queued", subject="x", subject_ids={}, payload={})
+    with pytest.raises(ValueError, match="fills in"):
+        rows.insert(event)
+    assert Event.objects.count() == 0
+
+
+def test_fetch_all_rows_come_back_as_instances_converted_as_by_the_orm():
+    execution = Execution(command="true", env={"K": "v"}, created_at=clock.now())
+    execution.available_at = execution.created_at
+    rows.insert(execution)
+    table = Execution._meta.db_table
+    found = rows.fetch_all(
+        f"SELECT {rows.select_list(Execution)} FROM {table} WHERE id = %s",
+        [Execution._meta.pk.get_db_prep_value(execution.pk, connection)],
+    )
+    [again] = rows.from_rows(Execution, found)
+    assert every_column(again) == every_column(Execution.objects.get(pk=execution.pk))
