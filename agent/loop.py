@@ -326,6 +326,10 @@ class Agent:
         claimed = self.transport.claim(limit=free)
         # Keep claiming while there was more work than room; otherwise wait to be woken.
         self.wanted = len(claimed) == free
+        if self.wanted:
+            # More may be queued than this agent has room for, announced to it alone:
+            # the others are told.
+            self.transport.pass_on(backlog=True)
         for assignment in claimed:
             self._start(assignment)
         return len(claimed)
@@ -400,7 +404,11 @@ class Agent:
                 kinds = self.transport.wakeups()
                 if "cancel" in kinds:
                     self.last_control = 0.0
-                if "work" in kinds:
+                if "first" in kinds and not self._free_slots():
+                    # Work this agent was asked first for, and it has no room: every
+                    # agent of the type is told, and one with room takes it.
+                    self.transport.pass_on()
+                if kinds & {"work", "first"}:
                     self.wanted = True
                 self._watch_transport()
             elif kind == "wake":

@@ -110,7 +110,14 @@ class Transport(Protocol):
         ...
 
     def wakeups(self) -> set[str]:
-        """After ``fileno()`` was readable: {"work", "cancel"}, or a subset."""
+        """After ``fileno()`` was readable: {"work", "first", "cancel"}, or a subset.
+        "first": work this agent is asked first for, among agents that all heard of it;
+        if it has no room it must ``pass_on``."""
+        ...
+
+    def pass_on(self, *, backlog: bool = False) -> None:
+        """Let every agent know of the work this one was asked first for ("first") and
+        has no room for, or, with ``backlog``, that more may be queued."""
         ...
 
     def reset(self) -> None:

@@ -410,6 +410,9 @@ class HttpTransport:
             pass
         return {"work"}
 
+    def pass_on(self, *, backlog: bool = False) -> None:
+        """Never asked first: the worker manager's long-polls take work as it comes."""
+
     def reset(self) -> None:
         self._main.close()
 
