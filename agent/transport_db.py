@@ -120,9 +120,9 @@ class DatabaseTransport:
         return self.listener.fileno() if self.listener.alive else None
 
     def wakeups(self) -> set[str]:
-        """ "cancel"; "work": claim; "first": claim, this agent is asked first for it (or
-        ``pass_on`` when it has no room). Work another agent is asked first for is that
-        agent's: nothing here (see notify.CHANNEL)."""
+        """What the notifications received mean: cancel; work (claim); first (claim:
+        this agent is asked first for it, and must ``pass_on`` if it has no room). Work
+        another agent is asked first for is that agent's: nothing (notify.CHANNEL)."""
         kinds, self._first_types = set(), set()
         for channel, payload in self.listener.drain():
             if channel == CANCEL_CHANNEL:

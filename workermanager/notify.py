@@ -10,9 +10,10 @@ from django.db import connection
 from hodei.lib.rows import execute
 
 # An execution was queued. Payload: its worker type, and, when one execution was queued
-# alone, a space and its id: the agent that id designates (``designated``) claims at once
-# and the others a moment later, so one row does not send every idle agent to the
-# database. Without an id (several queued together), every agent of the type claims.
+# alone, a space and its id: of the database agents, only the one that id designates
+# (``designated``) claims, so one row does not send every idle agent to the database; it
+# announces the work again without an id when it has no room. Without an id (several
+# queued together), every agent of the type claims.
 CHANNEL = "hodei_executions"
 CANCEL_CHANNEL = "hodei_cancel"  # a running execution is to be cancelled; payload: its id
 WORKERS_CHANNEL = "hodei_workers"  # a worker registered; payload: its name
