@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
 
 from events.models import Event
 from hodei.lib import clock, rows
@@ -72,3 +73,9 @@ def test_fetch_all_rows_come_back_as_instances_converted_as_by_the_orm():
     )
     [again] = rows.from_rows(Execution, found)
     assert every_column(again) == every_column(Execution.objects.get(pk=execution.pk))
+
+
+def test_its_statements_are_seen_where_djangos_are():
+    with CaptureQueriesContext(connection) as seen:
+        rows.fetch_all("SELECT 1 WHERE 1 = %s", [1])
+    assert len(seen) == 1 and "SELECT 1 WHERE 1 = " in seen[0]["sql"]

@@ -1,6 +1,8 @@
 """Model instances from the rows of a raw statement (a hot path's one-statement claim or
 lookup), their values converted as the ORM converts them."""
 
+import time
+
 import psycopg
 from django.db import connection
 
@@ -68,9 +70,18 @@ def execute(sql: str, params: list, *, fetch: bool = False) -> list[tuple] | Non
             cursor.execute(sql, params)
             return cursor.fetchall() if fetch else None
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall() if fetch else None
+    started = time.monotonic()
+    try:
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchall() if fetch else None
+    finally:
+        if connection.queries_logged:
+            # Seen where Django's own queries are (DEBUG, CaptureQueriesContext), as
+            # Django's debug cursor records them.
+            connection.queries_log.append(
+                {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
+            )
 
 
 def insert(instance) -> None:
