@@ -326,12 +326,12 @@ class Agent:
         claimed = self.transport.claim(limit=free)
         # Keep claiming while there was more work than room; otherwise wait to be woken.
         self.wanted = len(claimed) == free
-        if self.wanted:
-            # More may be queued than this agent has room for, announced to it alone:
-            # the others are told.
-            self.transport.pass_on(backlog=True)
         for assignment in claimed:
             self._start(assignment)
+        if self.wanted:
+            # More may be queued than this agent has room for, announced to it alone:
+            # the others are told (once its commands have started).
+            self.transport.pass_on(backlog=True)
         return len(claimed)
 
     def _start(self, assignment: Assignment) -> None:
