@@ -7,15 +7,13 @@ import socket
 import time
 
 from django.db import DatabaseError, connection
-from django.db.models import Exists, OuterRef
 
 from agent.transport import Assignment, HeartbeatReply, Registration, TransportError
 from hodei import __version__
 from hodei.lib.listen import Listener
 from telemetry import metrics
-from workermanager import agent_protocol, workers
-from workermanager.choices import WorkerStatus
-from workermanager.models import Worker, WorkerCredential
+from workermanager import agent_protocol, selectors, workers
+from workermanager.models import Worker
 from workermanager.notify import (
     CANCEL_CHANNEL,
     CHANNEL,
@@ -70,22 +68,9 @@ class DatabaseTransport:
         return Registration(worker_id=str(self.worker.id), name=self.worker.name)
 
     def _read_peers(self) -> None:
-        # HTTP agents (those with a valid credential) wait in the worker manager's
-        # long-polls, which take work as soon as it is announced: not asked first here.
-        self.peers = self._call(
-            lambda: list(
-                Worker.objects.filter(status=WorkerStatus.ONLINE)
-                .exclude(
-                    Exists(
-                        WorkerCredential.objects.filter(
-                            worker=OuterRef("pk"), revoked_at__isnull=True
-                        )
-                    )
-                )
-                .order_by("id")
-                .values_list("id", "type")
-            )
-        )
+        # HTTP agents wait in the worker manager's long-polls, which take work as soon as
+        # it is announced: never asked first here.
+        self.peers = self._call(selectors.database_agents_online)
 
     def heartbeat(self, *, running) -> HeartbeatReply:
         reply = self._call(agent_protocol.agent_heartbeat, worker=self.worker, running=running)

@@ -4,7 +4,7 @@ the CLI, the dashboard, /metrics): each rule written once."""
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Exists, Min, OuterRef, Q
 
 from orchestrator.models import Job
 from workermanager.choices import (
@@ -13,8 +13,9 @@ from workermanager.choices import (
     ExecutionStatus,
     Isolation,
     ManagedWorkerStatus,
+    WorkerStatus,
 )
-from workermanager.models import Execution, ExecutionLog, Worker, WorkerPool
+from workermanager.models import Execution, ExecutionLog, Worker, WorkerCredential, WorkerPool
 
 LOG_PAGE = 1000  # chunks per page of a log, for every reader
 MAX_LOG_PAGE = 5000
@@ -130,6 +131,19 @@ def running_by_worker_type() -> dict[str, int]:
         .order_by()
     )
     return dict(rows)
+
+
+def database_agents_online() -> list[tuple]:
+    """(id, type) of the online workers that talk to the database (no valid credential:
+    HTTP agents have one), in id order: who a database agent may ask first for work
+    (notify.designated)."""
+    http = WorkerCredential.objects.filter(worker=OuterRef("pk"), revoked_at__isnull=True)
+    return list(
+        Worker.objects.filter(status=WorkerStatus.ONLINE)
+        .exclude(Exists(http))
+        .order_by("id")
+        .values_list("id", "type")
+    )
 
 
 def unsandboxed_workers() -> list[Worker]:

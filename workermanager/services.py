@@ -237,7 +237,7 @@ def execution_release(*, execution: Execution, env: dict | None = None) -> bool:
     if not execution.command.strip():
         execution.succeed_without_worker(now=clock.now())
     else:
-        notify_queued(execution.worker_type)
+        notify_queued(execution.worker_type, execution.id)
     _changed(execution)
     return True
 

@@ -12,13 +12,15 @@ from django.db import connection, transaction
 
 from agent.loop import Agent, AgentConfig
 from agent.transport_db import DatabaseTransport
-from workermanager import services
+from tests.factories import WorkerFactory
+from workermanager import selectors, services
+from workermanager.choices import WorkerStatus
+from workermanager.credentials import worker_credential_issue, worker_credential_revoke
 from workermanager.notify import designated, notify_queued, queued_payload
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="NOTIFY is PostgreSQL's"),
-]
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="NOTIFY is PostgreSQL's"
+)
 
 
 @pytest.fixture
@@ -74,6 +76,8 @@ def test_payloads_and_who_is_asked_first():
     assert designated(ids[0], []) is None
 
 
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
 def test_an_execution_queued_alone_wakes_only_the_agent_asked_first(agents):
     a, b = agents("wake-a"), agents("wake-b")
     execution = services.execution_enqueue(command="true", type="bash")
@@ -85,6 +89,8 @@ def test_an_execution_queued_alone_wakes_only_the_agent_asked_first(agents):
     assert [kinds for pk, kinds in got.items() if pk != first] == [set()]
 
 
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
 def test_work_queued_together_or_for_another_type_wakes_accordingly(agents):
     a, b = agents("wake-a"), agents("wake-b")
     gpu = agents("wake-gpu", type="gpu")
@@ -97,6 +103,8 @@ def test_work_queued_together_or_for_another_type_wakes_accordingly(agents):
     assert [heard(x, seconds=0.3) for x in (a, b)] == [set(), set()]
 
 
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
 def test_the_agent_asked_first_passes_the_work_on_when_it_has_no_room(agents):
     full, other = agents("wake-full"), agents("wake-other")
     full.config.concurrency = 0  # no room
@@ -118,6 +126,8 @@ def test_the_agent_asked_first_passes_the_work_on_when_it_has_no_room(agents):
     assert str(execution.id) in other.runs
 
 
+@on_postgresql
+@pytest.mark.django_db(transaction=True)
 def test_an_agent_whose_claim_fills_its_slots_tells_the_others(agents):
     busy, idle = agents("wake-busy"), agents("wake-idle")
     for _ in range(2):
@@ -129,3 +139,18 @@ def test_an_agent_whose_claim_fills_its_slots_tells_the_others(agents):
 
     assert heard(idle) == {"work"}
     assert idle.claim(now=time.monotonic()) == 1
+
+
+@pytest.mark.django_db
+def test_only_online_database_agents_are_asked_first():
+    plain = WorkerFactory(status=WorkerStatus.ONLINE)
+    http = WorkerFactory(status=WorkerStatus.ONLINE)
+    worker_credential_issue(worker=http)
+    was_http = WorkerFactory(status=WorkerStatus.ONLINE, type="gpu")
+    worker_credential_issue(worker=was_http)
+    worker_credential_revoke(worker=was_http)
+    WorkerFactory(status=WorkerStatus.OFFLINE)
+
+    assert selectors.database_agents_online() == sorted(
+        [(plain.pk, "default"), (was_http.pk, "gpu")]
+    )
