@@ -140,6 +140,14 @@ DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
 )
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("HODEI_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The hot paths' own statements (hodei.lib.rows: claim, settle, events, token lookup) are
+# prepared on the server, parsed and planned once per connection. Django turns psycopg's
+# preparation off (prepare_threshold None); its own cursors bind on the client and never
+# prepare, so a threshold here only lets hodei.lib.rows ask. Behind a connection pooler
+# in transaction mode that does not keep prepared statements (PgBouncer before 1.21):
+# HODEI_DB_PREPARE=0.
+if "postgresql" in DATABASES["default"]["ENGINE"] and env_bool("HODEI_DB_PREPARE", True):
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 2**31 - 1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Logins: django-axes locks a username from an address out after AXES_FAILURE_LIMIT
