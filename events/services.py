@@ -37,14 +37,18 @@ def event_new(type: str, *, subject: tuple[str, object], ids: dict, payload: dic
 
 
 def events_emit(events: list[Event]) -> None:
-    """Write unsaved events (``event_new``) in one INSERT, in their order.
+    """Write unsaved events (``event_new``) in one INSERT, in their order."""
+    if events:
+        execute(*events_statement(events))
+
+
+def events_statement(events: list[Event]) -> tuple[str, list]:
+    """The INSERT of ``events_emit`` and its values (for ``rows.execute_together``).
 
     A plain multi-row INSERT rather than ``bulk_create``: every execution's state change
     writes an event (an agent's claim and settle, the API's enqueue), and the ORM's
     compile and RETURNING cost more than the statement itself. The columns are the
     model's, less the id (the database numbers them) and the relay's own (NULL)."""
-    if not events:
-        return
     ops, jsonb = connection.ops, "::jsonb" if connection.vendor == "postgresql" else ""
     rows, params = [], []
     for event in events:
@@ -56,11 +60,11 @@ def events_emit(events: list[Event]) -> None:
             json.dumps(event.payload),
             ops.adapt_datetimefield_value(event.created_at),
         ]
-    execute(
+    sql = (
         f"INSERT INTO {Event._meta.db_table} (type, subject, subject_ids, payload, "
-        f"created_at) VALUES {', '.join(rows)}",
-        params,
+        f"created_at) VALUES {', '.join(rows)}"
     )
+    return sql, params
 
 
 def events_purge(*, now=None, batch: int = 5000) -> int:

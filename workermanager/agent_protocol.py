@@ -35,14 +35,13 @@ def assignments(executions: list[Execution]) -> list[dict]:
     """What an agent needs to run each claimed execution, as JSON-ready dicts (the
     agent's ``Assignment``). Secret values travel only here, to the worker that runs
     the execution."""
-    jobs = {e.job_id for e in executions if e.job_id}
-    secrets = {}
-    if jobs:
-        # Decrypted here, for the agent that runs them, and nowhere else.
-        secrets = {
-            pk: decrypt_env(stored)
-            for pk, stored in Job.objects.filter(pk__in=jobs).values_list("pk", "secret_env")
-        }
+    # Decrypted here, for the agent that runs them, and nowhere else: as the claim read
+    # them (stored_secret_env), or else read now.
+    stored = {e.job_id: e.stored_secret_env for e in executions if hasattr(e, "stored_secret_env")}
+    unread = {e.job_id for e in executions if e.job_id and e.job_id not in stored}
+    if unread:
+        stored.update(Job.objects.filter(pk__in=unread).values_list("pk", "secret_env"))
+    secrets = {pk: decrypt_env(value) for pk, value in stored.items() if value}
     return [
         {
             "id": str(e.id),

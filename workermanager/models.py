@@ -562,6 +562,13 @@ class Execution(ResourceLimits):
                 condition=models.Q(status="queued"),
                 name="execution_queue_idx",
             ),
+            # Whether a pipeline run's job is queued, at a glance (the one-statement
+            # claim leaves those to the claim that runs the runs' hooks).
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status="queued", pipeline_run__isnull=False),
+                name="execution_queued_run_idx",
+            ),
             models.Index(
                 fields=["worker", "id"],
                 condition=models.Q(status="running"),
@@ -689,6 +696,19 @@ class Execution(ResourceLimits):
 
     @classmethod
     def _claim_in_one_statement(cls, *, worker, limit, now, only_online) -> list["Execution"]:
+        sql, params = cls.claim_statement(
+            worker=worker, limit=limit, now=now, only_online=only_online
+        )
+        claimed = cls._from_returning(f"{sql} RETURNING {select_list(cls)}", params)
+        claimed.sort(key=lambda e: e.id)
+        return claimed
+
+    @classmethod
+    def claim_statement(
+        cls, *, worker, limit, now, only_online, unless: str = ""
+    ) -> tuple[str, list]:
+        """The one-statement claim's UPDATE (without RETURNING) and its parameters.
+        ``unless``: an SQL condition that, when true, makes it claim nothing."""
         table = cls._meta.db_table
         # The worker's lock, when asked, is a one-time filter of the same statement: one
         # round trip instead of two.
@@ -707,14 +727,10 @@ class Execution(ResourceLimits):
                     AND (job_id IS NULL OR job_id NOT IN (
                         SELECT id FROM {Job._meta.db_table}
                         WHERE concurrency_limit IS NOT NULL))
-                    {online}
+                    {online} {f"AND NOT ({unless})" if unless else ""}
                 ORDER BY priority DESC, id LIMIT %s
-                FOR UPDATE SKIP LOCKED)
-            RETURNING {select_list(cls)}"""
-        params = [*params[:4], S.QUEUED, now, worker.type, *params[4:], limit]
-        claimed = cls._from_returning(sql, params)
-        claimed.sort(key=lambda e: e.id)
-        return claimed
+                FOR UPDATE SKIP LOCKED)"""
+        return sql, [*params[:4], S.QUEUED, now, worker.type, *params[4:], limit]
 
     @classmethod
     def _from_returning(cls, sql: str, params: list) -> list["Execution"]:

@@ -23,13 +23,28 @@ def supports_notify() -> bool:
     return connection.vendor == "postgresql"
 
 
+NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
+
+
 def _notify(channel: str, payload: str) -> None:
     if supports_notify():
-        execute("SELECT pg_notify(%s, %s)", [channel, payload])
+        execute(NOTIFY_SQL, [channel, payload])
 
 
 def notify_queued(worker_type: str, execution_id=None) -> None:
-    _notify(CHANNEL, f"{worker_type} {execution_id}" if execution_id else worker_type)
+    _notify(CHANNEL, _queued(worker_type, execution_id))
+
+
+def notify_queued_statement(worker_type: str, execution_id) -> tuple[str, list] | None:
+    """``notify_queued``'s statement, to run with others (``rows.execute_together``);
+    None where there is no NOTIFY."""
+    if not supports_notify():
+        return None
+    return NOTIFY_SQL, [CHANNEL, _queued(worker_type, execution_id)]
+
+
+def _queued(worker_type: str, execution_id) -> str:
+    return f"{worker_type} {execution_id}" if execution_id else worker_type
 
 
 def queued_payload(payload: str) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The worker manager's events (docs/events.md), written in the transaction of the
 change they tell of."""
 
-from events.services import event_emit, event_new, events_emit
+from events.models import Event
+from events.services import event_emit, event_new, events_emit, events_statement
 from hodei.lib import clock
 from workermanager.choices import ExecutionStatus as S
 from workermanager.models import Execution, Worker
@@ -26,6 +27,39 @@ def execution_events(executions: list[Execution]) -> None:
     events_emit([e for e in map(_execution_event, executions) if e is not None])
 
 
+def execution_event_statement(execution: Execution) -> tuple[str, list] | None:
+    """The INSERT of one change's event (for ``rows.execute_together``), if it makes one."""
+    event = _execution_event(execution)
+    return events_statement([event]) if event is not None else None
+
+
+# An execution event's subject ids and payload: key -> (attribute, kind). One definition
+# for both ways an event is built: from an instance in Python (``_execution_event``), and
+# from the rows a statement changed, in SQL (``started_events_sql``, the claim's).
+EVENT_IDS = {
+    "execution_id": "id",
+    "job_id": "job_id",
+    "pipeline_run_id": "pipeline_run_id",
+    "schedule_id": "schedule_id",
+    "worker_id": "worker_id",
+}
+EVENT_PAYLOAD = {
+    "status": ("status", "value"),
+    "exit_code": ("exit_code", "value"),
+    "error": ("error", "value"),
+    "attempt": ("attempt", "value"),
+    "trigger": ("trigger", "value"),
+    "type": ("type", "value"),
+    "worker_type": ("worker_type", "value"),
+    "retry_of": ("retry_of_id", "text"),
+    "scheduled_for": ("scheduled_for", "time"),
+    "created_at": ("created_at", "time"),
+    "started_at": ("started_at", "time"),
+    "finished_at": ("finished_at", "time"),
+    "duration_ms": ("duration_ms", "duration"),
+}
+
+
 def _execution_event(execution: Execution):
     kind = EXECUTION_EVENT.get(execution.status)
     if kind is None:
@@ -33,29 +67,52 @@ def _execution_event(execution: Execution):
     return event_new(
         kind,
         subject=("execution", execution.pk),
-        ids={
-            "execution_id": execution.pk,
-            "job_id": execution.job_id,
-            "pipeline_run_id": execution.pipeline_run_id,
-            "schedule_id": execution.schedule_id,
-            "worker_id": execution.worker_id,
-        },
+        ids={key: getattr(execution, attname) for key, attname in EVENT_IDS.items()},
         payload={
-            "status": execution.status,
-            "exit_code": execution.exit_code,
-            "error": execution.error,
-            "attempt": execution.attempt,
-            "trigger": execution.trigger,
-            "type": execution.type,
-            "worker_type": execution.worker_type,
-            "retry_of": str(execution.retry_of_id) if execution.retry_of_id else None,
-            "scheduled_for": clock.iso(execution.scheduled_for),
-            "created_at": clock.iso(execution.created_at),
-            "started_at": clock.iso(execution.started_at),
-            "finished_at": clock.iso(execution.finished_at),
-            "duration_ms": execution.duration_ms,
+            key: _python_value(getattr(execution, attname), how)
+            for key, (attname, how) in EVENT_PAYLOAD.items()
         },
     )
+
+
+def _python_value(value, how: str):
+    if how == "time":
+        return clock.iso(value)
+    if how == "text":
+        return str(value) if value is not None else None
+    return value
+
+
+def started_events_sql(source: str) -> str:
+    """An INSERT of the ``execution.started`` event of every row of ``source`` (a WITH
+    clause of executions just claimed, as their table's columns), the same events
+    ``_execution_event`` makes; one parameter: the events' time."""
+    ids = ", ".join(f"'{key}', {column}::text" for key, column in EVENT_IDS.items())
+    payload = ", ".join(
+        f"'{key}', {_sql_value(column, how)}" for key, (column, how) in EVENT_PAYLOAD.items()
+    )
+    return (
+        f"INSERT INTO {Event._meta.db_table} (type, subject, subject_ids, payload, created_at) "
+        f"SELECT '{EXECUTION_EVENT[S.RUNNING]}', 'execution:' || id::text, "
+        f"jsonb_strip_nulls(jsonb_build_object({ids})), jsonb_build_object({payload}), %s "
+        f"FROM {source} ORDER BY id"
+    )
+
+
+def _sql_value(column: str, how: str) -> str:
+    if how == "time":
+        # clock.iso: isoformat() in UTC, "Z" for "+00:00", the fraction only when not 0.
+        utc = f"({column} AT TIME ZONE 'UTC')"
+        return (
+            f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+            f"mod(date_part('microseconds', {utc})::bigint, 1000000) = 0 THEN '' "
+            f"ELSE to_char({utc}, '.US') END || 'Z'"
+        )
+    if how == "text":
+        return f"{column}::text"
+    if how == "duration":  # Execution.duration_ms
+        return "trunc(extract(epoch FROM finished_at - started_at) * 1000)::bigint"
+    return column
 
 
 def worker_event(worker: Worker, kind: str, *, reason: str = "") -> None:

@@ -7,7 +7,7 @@ every transition (the job's status mirror, metrics, and the hooks of higher laye
 as pipeline runs and events). Nothing else calls the transitions."""
 
 from collections.abc import Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +23,7 @@ from telemetry import metrics, tracing
 from workermanager import hooks, outbox
 from workermanager.choices import RETRYABLE, TERMINAL, ExecutionStatus, Trigger
 from workermanager.models import Execution, ExecutionLog, Worker
-from workermanager.notify import notify_cancel, notify_queued
+from workermanager.notify import notify_cancel, notify_queued, notify_queued_statement
 
 S = ExecutionStatus
 DEFAULT_LOST_RETRIES = Job._meta.get_field("max_lost_retries").default
@@ -63,14 +63,14 @@ def execution_enqueue(
             "Nothing to run: give a job_id or a command.",
             fields={"command": ["Required when no job_id is given."]},
         )
-    # BEGIN, the INSERT, its NOTIFY and its event in one round trip (see
-    # hodei.lib.pipeline), where no answer decides what follows: not for a pipeline
-    # run's job (its hooks make conditional transitions), nor for a schedule's slot or a
-    # retry (their uniqueness is the caller's to catch, at the INSERT).
-    plain = pipeline_run is None and schedule is None and retry_of is None
+    # Queued on its own (the API's POST): the INSERT, the job's status, the event and the
+    # NOTIFY as one statement (_enqueue_alone). Not a pipeline run's job (its hooks make
+    # conditional transitions), nor a schedule's slot or a retry (their uniqueness is
+    # the caller's to catch, at the INSERT): those in a transaction, statement by
+    # statement.
+    alone = pipeline_run is None and schedule is None and retry_of is None
     with (
-        transaction.atomic(),
-        pipelined(enabled=plain),
+        nullcontext() if alone else transaction.atomic(),
         tracing.tracer.start_as_current_span("execution.enqueue") as span,
     ):
         now = clock.now()
@@ -106,12 +106,31 @@ def execution_enqueue(
             # Nothing to run (an empty build, as in Jenkins): done without a worker.
             execution.status, execution.exit_code = S.SUCCEEDED, 0
             execution.started_at = execution.finished_at = now
-        rows.insert(execution)  # the ORM's save(force_insert=True), cheaper
         span.set_attribute("hodei.execution_id", str(execution.id))
+        if alone:
+            _enqueue_alone(execution)
+            return execution
+        rows.insert(execution)  # the ORM's save(force_insert=True), cheaper
         if execution.status == S.QUEUED:
             notify_queued(execution.worker_type, execution.id)
         _changed(execution)
         return execution
+
+
+def _enqueue_alone(execution: Execution) -> None:
+    """Store an execution queued on its own: its INSERT, its job's status, its event and
+    its NOTIFY as one statement (rows.execute_together), so one round trip and, outside
+    a caller's transaction, one transaction with no BEGIN or COMMIT to wait for. Then
+    what ``_changed`` does besides (metrics, hooks)."""
+    statements = [rows.insert_statement(execution)]
+    if execution.job_id:
+        statements.append(_mirror_statement(execution))
+    statements.append(outbox.execution_event_statement(execution))
+    if execution.status == S.QUEUED:
+        statements.append(notify_queued_statement(execution.worker_type, execution.id))
+    rows.execute_together([s for s in statements if s is not None])
+    rows.inserted(execution)
+    _changed_many([execution], stored=True)
 
 
 def _default(name: str, given, job: Job | None):
@@ -136,11 +155,18 @@ def _continue_budgets(execution: Execution, *, retry_of: Execution, trigger: str
 def executions_claim(*, worker: Worker, limit: int, only_online: bool = False) -> list[Execution]:
     """queued -> running: up to ``limit`` executions that ``worker`` may run, oldest
     first, each exactly once however many agents claim at the same time (with
-    ``only_online``, none unless the worker is online: ``Execution.claim``)."""
-    # BEGIN with the claim, then its events, then COMMIT: three round trips instead of
-    # four (hodei.lib.pipeline), when the claim is its one statement (the claim that
-    # honours concurrency limits makes conditional transitions, which need answers).
+    ``only_online``, none unless the worker is online: ``Execution.claim``). A claimed
+    execution of a job may carry its job's stored secret variables, read with the
+    claim, as ``stored_secret_env`` (agent_protocol.assignments)."""
+    # Usually one statement and one round trip (_claim_alone). While a pipeline run's
+    # job is queued: a transaction whose BEGIN goes with the claim, then its events and
+    # hooks, then COMMIT (hodei.lib.pipeline); the claim that honours concurrency limits
+    # makes conditional transitions, which need answers, so it is not pipelined.
     one_statement = Execution.claims_in_one_statement()
+    if one_statement:
+        claimed = _claim_alone(worker=worker, limit=limit, only_online=only_online)
+        if claimed is not None:
+            return claimed
     with transaction.atomic(), pipelined(enabled=one_statement) as pipe, ExitStack() as spans:
         claimed = Execution.claim(
             worker=worker,
@@ -159,6 +185,57 @@ def executions_claim(*, worker: Worker, limit: int, only_online: bool = False) -
                     )
                 )
         _changed_many(claimed)
+    return claimed
+
+
+def _claim_alone(*, worker: Worker, limit: int, only_online: bool) -> list[Execution] | None:
+    """The claim as one statement (PostgreSQL, while no job has a concurrency limit):
+    the UPDATE, the started events, the jobs' statuses and the jobs' secret variables
+    for the agent, in one round trip that is a transaction of its own (no BEGIN, no
+    COMMIT). None, having claimed nothing, while a pipeline run's job is queued for
+    this worker: those are claimed in a transaction that runs the runs' hooks."""
+    now = clock.now()
+    table, jobs = Execution._meta.db_table, Job._meta.db_table
+    update, update_params = Execution.claim_statement(
+        worker=worker,
+        limit=limit,
+        now=now,
+        only_online=only_online,
+        unless="SELECT run FROM waiting",
+    )
+    columns = len(Execution._meta.concrete_fields)
+    sql = f"""
+        WITH waiting AS (SELECT EXISTS (
+                SELECT 1 FROM {table} WHERE status = %s AND pipeline_run_id IS NOT NULL
+                    AND available_at <= %s AND worker_type IN ('', %s)) AS run),
+            claimed AS ({update} RETURNING {rows.select_list(Execution)}),
+            events AS ({outbox.started_events_sql("claimed")}),
+            mirrored AS (
+                UPDATE {jobs} AS j SET status = %s FROM (
+                    SELECT DISTINCT ON (job_id) job_id, id FROM claimed
+                    WHERE job_id IS NOT NULL ORDER BY job_id, id DESC) AS c
+                WHERE j.id = c.job_id AND NOT EXISTS (
+                    SELECT 1 FROM {table} AS n WHERE n.job_id = c.job_id AND n.id > c.id))
+        SELECT claimed.*, j.secret_env FROM claimed LEFT JOIN {jobs} AS j ON j.id = claimed.job_id
+        UNION ALL
+        SELECT {", ".join(["NULL"] * (columns + 1))} FROM waiting WHERE run"""
+    params = [S.QUEUED, now, worker.type, *update_params, now, S.RUNNING]
+    found = rows.fetch_all(sql, params)
+    if any(row[0] is None for row in found):
+        return None
+    claimed = rows.from_rows(Execution, found)
+    secret_env = Job._meta.get_field("secret_env")
+    for execution, row in zip(claimed, found, strict=True):
+        if execution.job_id:
+            execution.stored_secret_env = secret_env.from_db_value(row[columns], None, connection)
+    claimed.sort(key=lambda e: e.id)
+    for execution in claimed:
+        if execution.trace_parent:
+            with tracing.continue_trace(
+                execution.trace_parent, "execution.claim", **{"hodei.worker": worker.name}
+            ):
+                pass
+    _changed_many(claimed, stored=True)
     return claimed
 
 
@@ -422,12 +499,19 @@ def _count(execution: Execution) -> None:
 MIRROR_ONE_BY_ONE = 8
 
 
-def _changed_many(executions: list[Execution]) -> None:
+def _changed_many(executions: list[Execution], *, stored: bool = False) -> None:
     """The side effects of the state changes of executions that changed together (one,
     one claim, the runs an agent settles in one report, a fan-out released): the jobs'
     statuses in a few statements, the metrics, the events in one INSERT, then the hooks
-    of each."""
+    of each. ``stored``: the statement that made the change wrote the jobs' statuses
+    and the events too (``_enqueue_alone``, ``_claim_alone``)."""
     if not executions:
+        return
+    if stored:
+        for execution in executions:
+            _count(execution)
+        for execution in executions:
+            hooks.execution_changed.fire(execution)
         return
     newest: dict = {}  # job -> its newest execution among these
     for e in executions:
@@ -462,11 +546,19 @@ def _changed_many(executions: list[Execution]) -> None:
 
 
 def _mirror_status_to_job(execution: Execution) -> None:
-    # A job's status is its newest execution's (ids sort by creation).
-    newer = Execution.objects.filter(job_id=execution.job_id, id__gt=execution.id)
-    Job.objects.filter(pk=execution.job_id).exclude(models.Exists(newer)).update(
-        status=execution.status
+    rows.execute(*_mirror_statement(execution))
+
+
+def _mirror_statement(execution: Execution) -> tuple[str, list]:
+    """A job's status is its newest execution's (ids sort by creation): ``execution``'s
+    status, unless the job has a newer one."""
+    job_id = Job._meta.pk.get_db_prep_value(execution.job_id, connection)
+    execution_id = Execution._meta.pk.get_db_prep_value(execution.id, connection)
+    sql = (
+        f"UPDATE {Job._meta.db_table} SET status = %s WHERE id = %s AND NOT EXISTS "
+        f"(SELECT 1 FROM {Execution._meta.db_table} WHERE job_id = %s AND id > %s)"
     )
+    return sql, [execution.status, job_id, job_id, execution_id]
 
 
 # -- output ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ lookup), their values converted as the ORM converts them."""
 import time
 
 import psycopg
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 # model -> its columns' converters, as (index, column, converters); the same for every
 # call on one backend, and costly to look up (a tenth of a millisecond per model).
@@ -64,11 +64,36 @@ def execute(sql: str, params: list, *, fetch: bool = False) -> list[tuple] | Non
     transaction): parsed and planned once per connection instead of on every call,
     which for a claim cost more than running it, and its parameters are sent apart
     rather than quoted into the text in Python. Errors are Django's, as from
-    ``connection.cursor()``."""
+    ``connection.cursor()``.
+
+    It is also the connection's health check (CONN_HEALTH_CHECKS) when it comes first
+    in a request: instead of Django's ``SELECT 1`` before the first query, a statement
+    that worked proves the connection; one that fails on a connection that died while
+    it waited (a restart of the server) is run again on a new one, once, as the health
+    check would have arranged."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if fetch else None
+    checking = (
+        connection.connection is not None
+        and connection.health_check_enabled
+        and not connection.health_check_done
+        and not connection.in_atomic_block
+    )
+    try:
+        result = _execute(sql, params, fetch)
+    except DatabaseError:
+        if not checking or connection.is_usable():
+            raise
+        connection.close()
+        result = _execute(sql, params, fetch)
+    if checking:
+        connection.health_check_done = True
+    return result
+
+
+def _execute(sql: str, params: list, fetch: bool) -> list[tuple] | None:
     connection.ensure_connection()
     started = time.monotonic()
     try:
@@ -84,12 +109,38 @@ def execute(sql: str, params: list, *, fetch: bool = False) -> list[tuple] | Non
             )
 
 
+def execute_together(statements: list[tuple[str, list]]) -> None:
+    """Statements whose results nobody reads, as one transaction in one round trip.
+
+    On PostgreSQL every statement but the last must be an INSERT, UPDATE or DELETE: they
+    become data-modifying WITH clauses of the last (any statement: a ``SELECT
+    pg_notify``, say). The one statement that makes is atomic by itself: outside a
+    transaction it commits on its own, with no BEGIN and no COMMIT to wait for; inside
+    one it is part of it. On SQLite they run one after another, in a transaction."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            for sql, params in statements:
+                execute(sql, params)
+        return
+    *first, (last_sql, last_params) = statements
+    clauses = [f"s{i} AS ({sql})" for i, (sql, _) in enumerate(first)]
+    sql = f"WITH {', '.join(clauses)} {last_sql}" if clauses else last_sql
+    execute(sql, [p for _, params in statements for p in params])
+
+
 def insert(instance) -> None:
     """``instance.save(force_insert=True)`` as one prepared INSERT (``execute``), for a
     hot path's model whose every column is set in Python (no column the database fills
     in and returns). The same values the ORM would send (each field's ``pre_save`` and
     ``get_db_prep_save``), without compiling the statement again on every call; no
     ``pre_save``/``post_save`` signals (nothing in Hodei listens to them)."""
+    execute(*insert_statement(instance))
+    inserted(instance)
+
+
+def insert_statement(instance) -> tuple[str, list]:
+    """The statement ``insert`` runs, and its values (for ``execute_together``; then
+    ``inserted``)."""
     model = type(instance)
     fields = model._meta.concrete_fields
     key = (model, connection.vendor)
@@ -103,6 +154,10 @@ def insert(instance) -> None:
             f"VALUES ({', '.join(['%s'] * len(fields))})"
         )
     values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    execute(_inserts[key], values)
+    return _inserts[key], values
+
+
+def inserted(instance) -> None:
+    """Mark ``instance`` as stored, as ``save()`` does."""
     instance._state.adding = False
     instance._state.db = connection.alias
