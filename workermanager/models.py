@@ -611,7 +611,6 @@ class Execution(ResourceLimits):
         limit: int,
         now: datetime,
         only_online: bool = False,
-        in_one_statement: bool | None = None,
     ) -> list["Execution"]:
         """queued -> running for up to ``limit`` executions that ``worker`` may run
         (its type, or any type): highest priority first, oldest first within a
@@ -626,11 +625,8 @@ class Execution(ResourceLimits):
         other, so no execution is claimed twice. That statement leaves out jobs with a
         limit (read in the same statement, so always current); when such jobs exist,
         the claim locks their rows first (in id order), counts what runs, and takes only
-        what fits. On SQLite the IMMEDIATE transaction serialises claimers instead.
-        ``in_one_statement``: the caller's ``claims_in_one_statement()``, if it asked."""
-        if in_one_statement is None:
-            in_one_statement = cls.claims_in_one_statement()
-        if in_one_statement:
+        what fits. On SQLite the IMMEDIATE transaction serialises claimers instead."""
+        if cls.claims_in_one_statement():
             return cls._claim_in_one_statement(
                 worker=worker, limit=limit, now=now, only_online=only_online
             )

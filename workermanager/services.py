@@ -17,7 +17,6 @@ from django.db import IntegrityError, connection, models, transaction
 
 from hodei.exceptions import InvalidInput, InvalidTransition
 from hodei.lib import clock, rows
-from hodei.lib.pipeline import pipelined
 from orchestrator.models import RUN_SETTINGS, Job
 from telemetry import metrics, tracing
 from workermanager import hooks, outbox
@@ -121,7 +120,7 @@ def _enqueue_alone(execution: Execution) -> None:
     """Store an execution queued on its own: its INSERT, its job's status, its event and
     its NOTIFY as one statement (rows.execute_together), so one round trip and, outside
     a caller's transaction, one transaction with no BEGIN or COMMIT to wait for. Then
-    what ``_changed`` does besides (metrics, hooks)."""
+    what follows (``_announce``)."""
     statements = [rows.insert_statement(execution)]
     if execution.job_id:
         statements.append(_mirror_statement(execution))
@@ -130,7 +129,7 @@ def _enqueue_alone(execution: Execution) -> None:
         statements.append(notify_queued_statement(execution.worker_type, execution.id))
     rows.execute_together([s for s in statements if s is not None])
     rows.inserted(execution)
-    _changed_many([execution], stored=True)
+    _announce([execution])
 
 
 def _default(name: str, given, job: Job | None):
@@ -158,25 +157,17 @@ def executions_claim(*, worker: Worker, limit: int, only_online: bool = False) -
     ``only_online``, none unless the worker is online: ``Execution.claim``). A claimed
     execution of a job may carry its job's stored secret variables, read with the
     claim, as ``stored_secret_env`` (agent_protocol.assignments)."""
-    # Usually one statement and one round trip (_claim_alone). While a pipeline run's
-    # job is queued: a transaction whose BEGIN goes with the claim, then its events and
-    # hooks, then COMMIT (hodei.lib.pipeline); the claim that honours concurrency limits
-    # makes conditional transitions, which need answers, so it is not pipelined.
-    one_statement = Execution.claims_in_one_statement()
-    if one_statement:
+    # Usually one statement and one round trip (_claim_alone). While a job has a
+    # concurrency limit, or a pipeline run's job is queued: a transaction, with the
+    # runs' hooks.
+    if Execution.claims_in_one_statement():
         claimed = _claim_alone(worker=worker, limit=limit, only_online=only_online)
         if claimed is not None:
             return claimed
-    with transaction.atomic(), pipelined(enabled=one_statement) as pipe, ExitStack() as spans:
+    with transaction.atomic(), ExitStack() as spans:
         claimed = Execution.claim(
-            worker=worker,
-            limit=limit,
-            now=clock.now(),
-            only_online=only_online,
-            in_one_statement=one_statement,
+            worker=worker, limit=limit, now=clock.now(), only_online=only_online
         )
-        if any(e.pipeline_run_id for e in claimed):
-            pipe.leave()  # a pipeline run's hooks make conditional transitions
         for execution in claimed:
             if execution.trace_parent:
                 spans.enter_context(
@@ -204,18 +195,17 @@ def _claim_alone(*, worker: Worker, limit: int, only_online: bool) -> list[Execu
         unless="SELECT run FROM waiting",
     )
     columns = len(Execution._meta.concrete_fields)
+    newest_claimed = (
+        "SELECT DISTINCT ON (job_id) job_id, id FROM claimed "
+        "WHERE job_id IS NOT NULL ORDER BY job_id, id DESC"
+    )
     sql = f"""
         WITH waiting AS (SELECT EXISTS (
                 SELECT 1 FROM {table} WHERE status = %s AND pipeline_run_id IS NOT NULL
                     AND available_at <= %s AND worker_type IN ('', %s)) AS run),
             claimed AS ({update} RETURNING {rows.select_list(Execution)}),
             events AS ({outbox.started_events_sql("claimed")}),
-            mirrored AS (
-                UPDATE {jobs} AS j SET status = %s FROM (
-                    SELECT DISTINCT ON (job_id) job_id, id FROM claimed
-                    WHERE job_id IS NOT NULL ORDER BY job_id, id DESC) AS c
-                WHERE j.id = c.job_id AND NOT EXISTS (
-                    SELECT 1 FROM {table} AS n WHERE n.job_id = c.job_id AND n.id > c.id))
+            mirrored AS ({_mirror_sql(newest_claimed)})
         SELECT claimed.*, j.secret_env FROM claimed LEFT JOIN {jobs} AS j ON j.id = claimed.job_id
         UNION ALL
         SELECT {", ".join(["NULL"] * (columns + 1))} FROM waiting WHERE run"""
@@ -229,13 +219,16 @@ def _claim_alone(*, worker: Worker, limit: int, only_online: bool) -> list[Execu
         if execution.job_id:
             execution.stored_secret_env = secret_env.from_db_value(row[columns], None, connection)
     claimed.sort(key=lambda e: e.id)
+    answered = clock.now()
     for execution in claimed:
-        if execution.trace_parent:
-            with tracing.continue_trace(
-                execution.trace_parent, "execution.claim", **{"hodei.worker": worker.name}
-            ):
-                pass
-    _changed_many(claimed, stored=True)
+        tracing.record_span(
+            execution.trace_parent,
+            "execution.claim",
+            start=now,
+            end=answered,
+            **{"hodei.worker": worker.name},
+        )
+    _announce(claimed)
     return claimed
 
 
@@ -499,19 +492,11 @@ def _count(execution: Execution) -> None:
 MIRROR_ONE_BY_ONE = 8
 
 
-def _changed_many(executions: list[Execution], *, stored: bool = False) -> None:
+def _changed_many(executions: list[Execution]) -> None:
     """The side effects of the state changes of executions that changed together (one,
     one claim, the runs an agent settles in one report, a fan-out released): the jobs'
-    statuses in a few statements, the metrics, the events in one INSERT, then the hooks
-    of each. ``stored``: the statement that made the change wrote the jobs' statuses
-    and the events too (``_enqueue_alone``, ``_claim_alone``)."""
+    statuses in a few statements, the events in one INSERT, then ``_announce``."""
     if not executions:
-        return
-    if stored:
-        for execution in executions:
-            _count(execution)
-        for execution in executions:
-            hooks.execution_changed.fire(execution)
         return
     newest: dict = {}  # job -> its newest execution among these
     for e in executions:
@@ -538,9 +523,16 @@ def _changed_many(executions: list[Execution], *, stored: bool = False) -> None:
                 by_status.setdefault(e.status, []).append(job)
         for status, jobs in by_status.items():
             Job.objects.filter(pk__in=jobs).update(status=status)
+    outbox.execution_events(executions)
+    _announce(executions)
+
+
+def _announce(executions: list[Execution]) -> None:
+    """What follows changes once their rows are written (the executions', the jobs'
+    statuses, the events: ``_changed_many``, or the one statement of ``_enqueue_alone``
+    and ``_claim_alone``): the metrics, then the hooks of higher layers."""
     for execution in executions:
         _count(execution)
-    outbox.execution_events(executions)
     for execution in executions:
         hooks.execution_changed.fire(execution)
 
@@ -554,11 +546,18 @@ def _mirror_statement(execution: Execution) -> tuple[str, list]:
     status, unless the job has a newer one."""
     job_id = Job._meta.pk.get_db_prep_value(execution.job_id, connection)
     execution_id = Execution._meta.pk.get_db_prep_value(execution.id, connection)
-    sql = (
-        f"UPDATE {Job._meta.db_table} SET status = %s WHERE id = %s AND NOT EXISTS "
-        f"(SELECT 1 FROM {Execution._meta.db_table} WHERE job_id = %s AND id > %s)"
+    return _mirror_sql("SELECT %s AS job_id, %s AS id"), [execution.status, job_id, execution_id]
+
+
+def _mirror_sql(newest: str) -> str:
+    """``_mirror_statement`` for the executions ``newest`` selects (job_id, id; one per
+    job, its newest among those that changed), all now in the status of the one
+    parameter that comes first."""
+    return (
+        f"UPDATE {Job._meta.db_table} AS j SET status = %s FROM ({newest}) AS c "
+        f"WHERE j.id = c.job_id AND NOT EXISTS (SELECT 1 FROM {Execution._meta.db_table} "
+        "AS n WHERE n.job_id = c.job_id AND n.id > c.id)"
     )
-    return sql, [execution.status, job_id, job_id, execution_id]
 
 
 # -- output ------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Model instances from the rows of a raw statement (a hot path's one-statement claim or
-lookup), their values converted as the ORM converts them."""
+"""The hot paths' own statements, beside the ORM: run prepared on the server
+(``execute``, ``fetch_all``), several as one (``execute_together``), a model's INSERT
+(``insert``), and model instances from the rows a statement returns (``from_rows``),
+their values converted as the ORM converts them."""
 
 import time
 

@@ -156,3 +156,48 @@ def test_a_connection_that_died_while_idle_is_replaced_by_the_first_statement():
     assert one == 1
     assert connection.connection.info.backend_pid != pid
     assert connection.health_check_done  # no SELECT 1 of Django's before the next query
+
+
+def test_a_plain_enqueue_and_a_claim_are_whole_with_their_events():
+    """The API's enqueue and an agent's claim: each change is stored with its event, on
+    PostgreSQL in one statement, as on SQLite in a transaction."""
+    execution = services.execution_enqueue(command="echo hi", type="bash")
+    worker = WorkerFactory()
+    [claimed] = services.executions_claim(worker=worker, limit=4, only_online=True)
+
+    assert claimed.pk == execution.pk
+    stored = Execution.objects.get(pk=execution.pk)
+    assert (stored.status, stored.worker_id) == (S.RUNNING, worker.pk)
+    assert [e.type for e in events_of(execution)] == ["execution.queued", "execution.started"]
+
+
+def test_requests_one_after_another_each_enqueue(wm):
+    """POST /api/v1/execute again and again on one connection (the statements prepared
+    by the earlier requests in place), as under gunicorn."""
+    ids = []
+    for _ in range(4):
+        response = wm.post("/api/v1/execute", {"command": "true"}, format="json")
+        assert response.status_code == 201, response.content
+        ids.append(response.json()["id"])
+    assert Execution.objects.filter(pk__in=ids, status=S.QUEUED).count() == 4
+    assert Event.objects.filter(type="execution.queued").count() == 4
+
+
+@on_postgresql
+def test_while_a_pipeline_runs_job_is_queued_the_claim_runs_its_hooks_in_a_transaction():
+    from pipelines.services import pipeline_run_start
+    from tests.factories import PipelineFactory
+
+    alone = services.execution_enqueue(command="true")
+    pipeline = PipelineFactory()
+    job = JobFactory(pipeline=pipeline, command="true")
+    run = pipeline_run_start(pipeline=pipeline)
+    worker = WorkerFactory()
+    assert services._claim_alone(worker=worker, limit=5, only_online=False) is None
+    assert Execution.objects.get(pk=alone.pk).status == S.QUEUED  # it claimed nothing
+
+    claimed = services.executions_claim(worker=worker, limit=5)
+    assert {e.job_id for e in claimed} == {None, job.pk}
+    run.refresh_from_db()
+    assert run.status == "running"  # the run's hook, in the claim's transaction
+    assert run.started_at is not None
