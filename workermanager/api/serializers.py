@@ -114,6 +114,9 @@ class ExecuteInputSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         fields = ["job_id", "command", "type", "worker_type", "priority", "env", "timeout_seconds"]
         # The resource limits: validated as the model (and the job) declares them.
         fields += ["network", "memory_limit_mb", "pids_limit", "cpu_limit"]
+        # None of these fields is unique, alone or together: without this, DRF reads the
+        # model's constraints for every request to find that out.
+        validators = []
 
 
 class ExecutionLogEntrySerializer(serializers.ModelSerializer):
