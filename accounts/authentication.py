@@ -7,7 +7,7 @@ from rest_framework import authentication, exceptions
 
 from accounts.models import ApiToken, AuthFailure, hash_token
 from hodei.lib import clock
-from hodei.lib.rows import fetch_all, from_rows, select_list
+from hodei.lib.rows import fetch_joined
 
 # Recording every use would turn each read into a write; once a minute is enough to see
 # which tokens are alive.
@@ -51,22 +51,8 @@ def active_token(key_hash: str) -> ApiToken | None:
     """The unrevoked token of that hash with its user, in one plain query: every API
     request starts here, and the ORM's select_related compiles a join each time (about
     three quarters of a millisecond of CPU, a fifth of a POST /api/v1/execute)."""
-    user_field = ApiToken._meta.get_field("user")
-    user_model = user_field.related_model
-    found = fetch_all(
-        f"SELECT {select_list(ApiToken, 't')}, {select_list(user_model, 'u')} "
-        f"FROM {ApiToken._meta.db_table} t "
-        f"JOIN {user_model._meta.db_table} u "
-        f"ON u.{user_model._meta.pk.column} = t.{user_field.column} "
-        "WHERE t.key_hash = %s AND t.revoked_at IS NULL",
-        [key_hash],
-    )
-    if not found:
-        return None
-    [row] = found
-    [token] = from_rows(ApiToken, [row])
-    [token.user] = from_rows(user_model, [row], start=len(ApiToken._meta.concrete_fields))
-    return token
+    found = fetch_joined(ApiToken, "user", "t.key_hash = %s AND t.revoked_at IS NULL", [key_hash])
+    return found[0] if found else None
 
 
 def client_address(request) -> str:

@@ -114,3 +114,17 @@ def test_its_statements_are_seen_where_djangos_are():
     with CaptureQueriesContext(connection) as seen:
         rows.fetch_all("SELECT 1 WHERE 1 = %s", [1])
     assert len(seen) == 1 and "SELECT 1 WHERE 1 = " in seen[0]["sql"]
+
+
+def test_fetch_joined_gives_what_select_related_gives_in_one_query():
+    job = JobFactory()
+    Execution.objects.create(job=job, command="true", created_at=clock.now())
+    Execution.objects.create(command="no job", created_at=clock.now())
+    with CaptureQueriesContext(connection) as seen:
+        [found] = rows.fetch_joined(Execution, "job", "r.name = %s", [job.name])
+        assert found.job.name == job.name  # loaded: no query of its own
+    assert len(seen) == 1
+    orm = Execution.objects.select_related("job").get(job=job)
+    assert every_column(found) == every_column(orm)
+    assert every_column(found.job) == every_column(orm.job)
+    assert rows.fetch_joined(Execution, "job", "r.name = %s", ["nobody"]) == []
