@@ -11,9 +11,10 @@ workers = int(os.environ.get("HODEI_WEB_WORKERS", "2"))
 # agents' long-polls (a claim waits up to 30 s for work), so it gets more threads, and
 # lets at most half of them wait (HODEI_AGENT_LONG_POLLS, hodei/settings.py): the rest
 # always serve heartbeats, logs and the API. Threads rather than an async worker: the
-# wait is a select() on a LISTEN connection, which releases the GIL, and the code stays
-# the same synchronous Django everywhere. A waiting claim costs a thread and, on
-# PostgreSQL, one extra connection (its LISTEN) besides the thread's own.
+# wait is on a condition that the process's one LISTEN connection signals
+# (workermanager/announcements.py), which releases the GIL, and the code stays the same
+# synchronous Django everywhere. A waiting claim costs a thread; the process, on
+# PostgreSQL, one extra connection for all of them.
 if _service == "workermanager":
     threads = int(os.environ.get("HODEI_WORKERMANAGER_THREADS", "16"))
 else:
@@ -34,6 +35,28 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus" / _ser
 # three services (and any other gunicorn of this user) would fight over it. One each.
 (_var / "run").mkdir(parents=True, exist_ok=True)
 control_socket = str(_var / "run" / f"gunicorn-{_service}.ctl")
+
+
+# Domain metrics (telemetry.metrics): flushed to the database by a thread of each worker
+# this often, instead of in a transaction of their own after each request that records
+# one; what is left when a worker stops, it flushes on its way out.
+_metrics_flush_seconds = float(os.environ.get("HODEI_METRICS_FLUSH_SECONDS", "1"))
+
+
+def post_worker_init(worker):
+    if _metrics_flush_seconds > 0:
+        from telemetry import metrics
+
+        metrics.buffer.flush_every(_metrics_flush_seconds)
+
+
+def worker_exit(server, worker):
+    from telemetry import metrics
+
+    try:
+        metrics.buffer.flush()
+    except Exception as exc:  # the database may be what is going away
+        server.log.warning("metrics not flushed on exit: %s", exc)
 
 
 def on_starting(server):

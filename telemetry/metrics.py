@@ -5,19 +5,27 @@ Two kinds, both exposed by every service's /metrics:
 - **Cumulative series** (counters, histograms) are recorded by whichever process sees the
   event (an agent settling an execution, qcluster firing a schedule, an API process
   cancelling one), buffered in that process, and added to shared rows in PostgreSQL
-  (``telemetry.MetricValue``) with one upsert: on commit for request and task processes,
-  and with every heartbeat for agents (so agents push their metrics through the
-  heartbeat; they serve no HTTP themselves). Values only grow, across restarts and
-  whatever retention deletes, so Prometheus can ``rate()`` them.
+  (``telemetry.MetricValue``) with one upsert: on commit for task processes, once a
+  second (HODEI_METRICS_FLUSH_SECONDS) from a thread of each web server process (not a
+  transaction per request: an HTTP agent's claim and its report each had one), and
+  with every heartbeat for agents (so agents push their metrics through the heartbeat;
+  they serve no HTTP themselves). A process that is killed loses what it had not
+  flushed yet (at most that second); one that stops flushes first. Values only grow,
+  across restarts and whatever retention deletes, so Prometheus can ``rate()`` them.
 - **State gauges** (queue depth, oldest queued age, workers by status) are computed with
   one indexed query each when /metrics is scraped.
 """
 
+import logging
+import os
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
+
+log = logging.getLogger(__name__)
 
 # name -> (type, help, label names, buckets for histograms)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -111,6 +119,8 @@ class Buffer:
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
         self.batched = False  # agents flush with their heartbeat instead of on commit
+        self.every: float | None = None  # web servers: a thread flushes this often
+        self._flusher_pid: int | None = None
 
     def add(self, name: str, key: str, amount: float) -> None:
         with self._lock:
@@ -135,6 +145,31 @@ class Buffer:
             raise
         return len(pending)
 
+    def flush_every(self, seconds: float) -> None:
+        """From now on, flush from a thread of this process every ``seconds`` rather
+        than after each commit (gunicorn_conf.post_worker_init; its worker_exit flushes
+        what is left)."""
+        self.every = seconds
+
+    def ensure_flusher(self) -> None:
+        # Started by the first increment, once per process (a fork has no threads).
+        if self._flusher_pid == os.getpid():
+            return
+        with self._lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_forever, name="metrics-flusher", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.every)
+            close_old_connections()  # this thread's own; a broken one is replaced
+            try:
+                self.flush()
+            except Exception:
+                log.warning("metrics flush failed; kept for the next one", exc_info=True)
+
 
 buffer = Buffer()
 
@@ -156,6 +191,9 @@ def _upsert(pending: dict) -> None:
 
 def _schedule_flush() -> None:
     if buffer.batched:
+        return
+    if buffer.every:
+        buffer.ensure_flusher()
         return
     if connection.in_atomic_block:
         transaction.on_commit(buffer.flush)
