@@ -22,6 +22,7 @@ from agent.transport_db import DatabaseTransport
 from hodei.lib.env import database_url_from_settings
 from telemetry import metrics
 from tests.factories import UserFactory, logged_in, role_user
+from workermanager.announcements import announcements
 
 
 class ServiceClient(APIClient):
@@ -62,6 +63,14 @@ def sched(admin_user) -> ServiceClient:
 @pytest.fixture
 def wm(admin_user) -> ServiceClient:
     return client_for("workermanager", admin_user)
+
+
+@pytest.fixture(autouse=True)
+def no_listening_thread_left():
+    """A long-poll claim starts this process's listening thread (its own connection);
+    it ends with the test that started it, so nothing holds the test database open."""
+    yield
+    announcements.stop()
 
 
 @pytest.fixture(autouse=True)

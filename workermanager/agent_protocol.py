@@ -3,7 +3,6 @@
 under ``/api/v1/agent/`` call them for remote agents. One owner of registration,
 claim, heartbeat, control, log storage and settlement; two transports."""
 
-import select
 import threading
 import time
 import uuid
@@ -15,14 +14,13 @@ from django.db import transaction
 
 from hodei.exceptions import Forbidden, InvalidInput
 from hodei.lib import clock
-from hodei.lib.listen import Listener
 from hodei.lib.secrets import decrypt_env
 from orchestrator.choices import Network
 from orchestrator.models import Job
 from workermanager import credentials, outbox, services, workers
+from workermanager.announcements import announcements
 from workermanager.choices import ExecutionStatus, WorkerStatus
 from workermanager.models import Execution, RegistrationToken, Worker, WorkerCredential
-from workermanager.notify import CHANNEL, queued_payload
 
 # The longest a claim waits for work (an HTTP long-poll).
 CLAIM_WAIT_MAX_SECONDS = 30.0
@@ -166,54 +164,33 @@ def agent_claim_wait(
     ``wait_seconds`` (at most CLAIM_WAIT_MAX_SECONDS) and claim as soon as work of its
     type is queued. Returns [] when the time is up.
 
-    On PostgreSQL the wait is a LISTEN on the channel the database agents listen on,
-    over a dedicated connection of this request (never Django's, DESIGN.md), so work is
-    handed over milliseconds after it is queued; the claim is also tried again every
-    HODEI_POLL_SECONDS, as the database agents poll, for retries whose delay ran out (no
-    NOTIFY marks that). On SQLite there is no NOTIFY: it polls. ``still_allowed`` is
-    asked before every claim: a credential revoked meanwhile claims nothing more."""
+    On PostgreSQL the wait is for a NOTIFY on the channel the database agents listen
+    on, received by this process's one listening connection (``announcements``; never
+    Django's, DESIGN.md), so work is handed over milliseconds after it is queued; the
+    claim is also tried again every HODEI_POLL_SECONDS, as the database agents poll,
+    for retries whose delay ran out (no NOTIFY marks that). On SQLite there is no
+    NOTIFY: it polls. ``still_allowed`` is asked before every claim: a credential
+    revoked meanwhile claims nothing more."""
     wait_seconds = min(max(wait_seconds, 0.0), CLAIM_WAIT_MAX_SECONDS)
     if wait_seconds == 0 or limit <= 0 or not _long_poll_slot():
         return agent_claim(worker=worker, limit=limit) if still_allowed() else []
     deadline = time.monotonic() + wait_seconds
-    # LISTEN before the first claim: work queued between that claim and a later LISTEN
-    # would go unnoticed until the next poll.
-    listener = Listener([CHANNEL])
     try:
-        listener.start()
         while still_allowed():
+            # The mark before the claim: work queued after the claim looked wakes it.
+            mark = announcements.mark()
             claimed = agent_claim(worker=worker, limit=limit)
             remaining = deadline - time.monotonic()
             if claimed or remaining <= 0:
                 return claimed
-            _wait_for_work(
-                listener,
+            announcements.wait(
+                mark,
                 worker_type=worker.type,
                 seconds=min(remaining, settings.HODEI_POLL_SECONDS),
             )
         return []
     finally:
-        listener.close()
         _long_polls.release()
-
-
-def _wait_for_work(listener: Listener, *, worker_type: str, seconds: float) -> None:
-    """Until work this worker may take is announced, or ``seconds`` have passed."""
-    if not listener.alive:
-        time.sleep(seconds)
-        return
-    deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([listener.fileno()], [], [], remaining)
-        if not ready:
-            return
-        # The payload starts with the execution's worker type ("" for any); a lost
-        # connection yields ("", ""): look at once, then poll.
-        notes = listener.drain()
-        if any(queued_payload(payload)[0] in ("", worker_type) for _, payload in notes):
-            return
-        if not listener.alive:
-            return
 
 
 def agent_heartbeat(*, worker: Worker, running: list[str] | None = None) -> dict:
@@ -300,26 +277,40 @@ def agent_settle(
     return agent_settle_many(worker=worker, reports=[report])[0]
 
 
-@transaction.atomic
 def agent_settle_many(*, worker: Worker, reports: list[dict]) -> list[bool]:
     """``agent_settle`` for every run of ``worker`` that ended in one turn of its loop,
     in one transaction: whether each report was recorded (False: settled meanwhile).
     If any is of an execution that is not the worker's, none is recorded (Forbidden)."""
+    return [recorded for recorded, _ in agent_settle_reporting(worker=worker, reports=reports)]
+
+
+@transaction.atomic
+def agent_settle_reporting(*, worker: Worker, reports: list[dict]) -> list[tuple[bool, str]]:
+    """``agent_settle_many``, and each execution's status now (what the answer to the
+    agent tells it): the settled ones' from the settlement itself, so only a late
+    report's is read."""
     reports = [{**r, "execution_id": str(uuid.UUID(str(r["execution_id"])))} for r in reports]
-    settled = {str(e.pk) for e in services.executions_settle(worker=worker, reports=reports)}
-    late = {r["execution_id"] for r in reports} - settled
+    settled = {
+        str(e.pk): e.status for e in services.executions_settle(worker=worker, reports=reports)
+    }
+    late = {r["execution_id"] for r in reports} - settled.keys()
+    current = {}
     if late:
         # Rare (a late report): only then look at what the others are.
-        owned = {
-            str(pk)
-            for pk in Execution.objects.filter(pk__in=late, worker=worker).values_list(
-                "pk", flat=True
+        current = {
+            str(pk): status
+            for pk, status in Execution.objects.filter(pk__in=late, worker=worker).values_list(
+                "pk", "status"
             )
         }
-        if late - owned:
+        if late - current.keys():
             # The same answer whether it exists or not: a worker learns nothing of others.
-            raise Forbidden(f"Execution {', '.join(sorted(late - owned))} is not this worker's.")
-    return [r["execution_id"] in settled for r in reports]
+            missing = ", ".join(sorted(late - current.keys()))
+            raise Forbidden(f"Execution {missing} is not this worker's.")
+    return [
+        (r["execution_id"] in settled, settled.get(r["execution_id"]) or current[r["execution_id"]])
+        for r in reports
+    ]
 
 
 @transaction.atomic

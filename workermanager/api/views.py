@@ -485,11 +485,11 @@ class AgentViewSet(viewsets.ViewSet):
         unreachable, say), a report is ``ignored`` and changes nothing. 403 for another
         worker's execution."""
         data = validated(AgentFinishInputSerializer, request.data)
-        recorded = agent_protocol.agent_settle(
-            worker=request.user.worker, execution_id=execution_id, **data
+        [(recorded, status_now)] = agent_protocol.agent_settle_reporting(
+            worker=request.user.worker,
+            reports=[{"execution_id": execution_id, **data}],
         )
-        current = Execution.objects.filter(pk=execution_id).values_list("status", flat=True)
-        body = {"result": "recorded" if recorded else "ignored", "status": current.first()}
+        body = {"result": "recorded" if recorded else "ignored", "status": status_now}
         return Response(AgentFinishSerializer(body).data)
 
     @extend_schema(request=AgentFinishManyInputSerializer, responses=AgentFinishManySerializer)
@@ -499,12 +499,14 @@ class AgentViewSet(viewsets.ViewSet):
         transaction; each result says whether its report was recorded or ignored. 403
         if any is another worker's execution (then none is recorded)."""
         reports = validated(AgentFinishManyInputSerializer, request.data)["reports"]
-        recorded = agent_protocol.agent_settle_many(worker=request.user.worker, reports=reports)
-        ids = [report["execution_id"] for report in reports]
-        current = dict(Execution.objects.filter(pk__in=ids).values_list("pk", "status"))
+        settled = agent_protocol.agent_settle_reporting(worker=request.user.worker, reports=reports)
         results = [
-            {"execution_id": pk, "result": "recorded" if ok else "ignored", "status": current[pk]}
-            for pk, ok in zip(ids, recorded, strict=True)
+            {
+                "execution_id": report["execution_id"],
+                "result": "recorded" if recorded else "ignored",
+                "status": status_now,
+            }
+            for report, (recorded, status_now) in zip(reports, settled, strict=True)
         ]
         return Response(AgentFinishManySerializer({"results": results}).data)
 
