@@ -594,3 +594,38 @@ def test_a_long_poll_claim_answers_as_soon_as_work_is_queued(workermanager_servi
     )
     assert empty.json() == {"executions": []}
     assert 0.5 <= time.monotonic() - started < 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_whose_credential_is_revoked_while_it_waits_claims_nothing(
+    workermanager_service,
+):
+    raw = registration_token()
+    registered = requests.post(
+        f"{workermanager_service}{API}/register",
+        json={"type": "default", "name": "revoked-poller"},
+        headers={"Authorization": f"Bearer {raw}"},
+        timeout=10,
+    )
+    assert registered.status_code == 201, registered.text
+    headers = {"Authorization": f"Bearer {registered.json()['credential']}"}
+    answers = []
+
+    def claim():
+        response = requests.post(
+            f"{workermanager_service}{API}/claim",
+            json={"limit": 1, "wait_seconds": 20},
+            headers=headers,
+            timeout=30,
+        )
+        answers.append(response.json())
+
+    waiting = threading.Thread(target=claim)
+    waiting.start()
+    time.sleep(1.5)  # its first claim found nothing: it waits
+    credentials.worker_credential_revoke(worker=Worker.objects.get(name="revoked-poller"))
+    execution = execution_enqueue(command="echo not for you")  # wakes it
+    waiting.join(25)
+    assert answers == [{"executions": []}]
+    assert Execution.objects.get(pk=execution.pk).status == ExecutionStatus.QUEUED

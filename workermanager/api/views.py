@@ -1,3 +1,4 @@
+import itertools
 import select
 
 from django.conf import settings
@@ -433,8 +434,14 @@ class AgentViewSet(viewsets.ViewSet):
         data = validated(AgentClaimInputSerializer, request.data)
         credential, worker = request.auth, request.user.worker
 
+        asked = itertools.count()
+
         def still_allowed() -> bool:
-            return not _client_gone(request) and credentials.worker_credential_may_claim(
+            # Before the first claim, the authentication has just checked the credential
+            # (and read the worker): asked again only before the claims after a wait.
+            if _client_gone(request):
+                return False
+            return next(asked) == 0 or credentials.worker_credential_may_claim(
                 credential, registered_at=worker.registered_at
             )
 
