@@ -109,11 +109,10 @@ class CachedFieldsMixin:
         if prototypes is None:
             prototypes = {}
             for name, field in self.get_fields().items():
-                if (
-                    isinstance(field, serializers.BaseSerializer)
-                    or hasattr(field, "child")
-                    or (hasattr(field, "child_relation"))
-                ):
+                nested = isinstance(field, serializers.BaseSerializer) or any(
+                    hasattr(field, attribute) for attribute in ("child", "child_relation")
+                )
+                if nested:
                     raise TypeError(f"{type(self).__name__}.{name}: nested fields are not cached")
                 field.bind(field_name=name, parent=None)
                 prototypes[name] = field

@@ -1,7 +1,8 @@
 """The hot paths' own statements, beside the ORM: run prepared on the server
 (``execute``, ``fetch_all``), several as one (``execute_together``), a model's INSERT
-(``insert``), and model instances from the rows a statement returns (``from_rows``),
-their values converted as the ORM converts them."""
+(``insert``), and model instances from the rows a statement returns (``from_rows``;
+with an object they point to, ``fetch_joined``), their values converted as the ORM
+converts them."""
 
 import time
 
