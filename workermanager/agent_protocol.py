@@ -284,16 +284,30 @@ def agent_settle_many(*, worker: Worker, reports: list[dict]) -> list[bool]:
     return [recorded for recorded, _ in agent_settle_reporting(worker=worker, reports=reports)]
 
 
-@transaction.atomic
 def agent_settle_reporting(*, worker: Worker, reports: list[dict]) -> list[tuple[bool, str]]:
     """``agent_settle_many``, and each execution's status now (what the answer to the
     agent tells it): the settled ones' from the settlement itself, so only a late
-    report's is read."""
+    report's is read. When every run succeeded, usually one statement
+    (``services.executions_settle_alone``); otherwise one transaction."""
     reports = [{**r, "execution_id": str(uuid.UUID(str(r["execution_id"])))} for r in reports]
-    settled = {
-        str(e.pk): e.status for e in services.executions_settle(worker=worker, reports=reports)
-    }
-    late = {r["execution_id"] for r in reports} - settled.keys()
+    settled = services.executions_settle_alone(worker=worker, reports=reports)
+    if settled is None:
+        return _settle_reporting_in_transaction(worker=worker, reports=reports)
+    return _reporting(worker=worker, reports=reports, settled=settled)
+
+
+@transaction.atomic
+def _settle_reporting_in_transaction(*, worker: Worker, reports: list[dict]):
+    settled = services.executions_settle(worker=worker, reports=reports)
+    return _reporting(worker=worker, reports=reports, settled=settled)
+
+
+def _reporting(*, worker: Worker, reports: list[dict], settled: list[Execution]):
+    """Each report: whether it was recorded, and its execution's status now. Forbidden
+    if one is of an execution that is not ``worker``'s (in the transaction, nothing of
+    the batch is then recorded)."""
+    moved = {str(e.pk): e.status for e in settled}
+    late = {r["execution_id"] for r in reports} - moved.keys()
     current = {}
     if late:
         # Rare (a late report): only then look at what the others are.
@@ -308,7 +322,7 @@ def agent_settle_reporting(*, worker: Worker, reports: list[dict]) -> list[tuple
             missing = ", ".join(sorted(late - current.keys()))
             raise Forbidden(f"Execution {missing} is not this worker's.")
     return [
-        (r["execution_id"] in settled, settled.get(r["execution_id"]) or current[r["execution_id"]])
+        (r["execution_id"] in moved, moved.get(r["execution_id"]) or current[r["execution_id"]])
         for r in reports
     ]
 

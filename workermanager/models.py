@@ -757,6 +757,19 @@ class Execution(ResourceLimits):
                 if row is not None and row.settle(worker=worker, now=now, **fields):
                     moved.append(row)
             return moved
+        values, values_params = cls.settle_values(reports)
+        update, params = cls.settle_statement(worker=worker, source=f"({values})", now=now)
+        return cls._from_returning(
+            f"{update} RETURNING {select_list(cls, 'e')}",
+            [*params[:2], *values_params, *params[2:]],
+        )
+
+    # What a report of a run's end sets, as settle_values lists it.
+    SETTLE_COLUMNS = "id, status, exit_code, error, log_bytes, log_truncated, outputs"
+
+    @classmethod
+    def settle_values(cls, reports: list[dict]) -> tuple[str, list]:
+        """``reports`` as a VALUES list of SETTLE_COLUMNS, and its parameters."""
         values, params = [], []
         for report in reports:
             values.append("(%s::uuid, %s, %s::integer, %s, %s::bigint, %s::boolean, %s::jsonb)")
@@ -770,7 +783,18 @@ class Execution(ResourceLimits):
                 report.get("log_truncated"),
                 json.dumps(outputs) if outputs else None,
             ]
+        return f"VALUES {', '.join(values)}", params
+
+    @classmethod
+    def settle_statement(
+        cls, *, worker: Worker, source: str, now: datetime, unless: str = ""
+    ) -> tuple[str, list]:
+        """``settle_many``'s UPDATE (without RETURNING) of the reports in ``source`` (a
+        parenthesised VALUES list or a WITH clause, as SETTLE_COLUMNS), and its
+        parameters: the first two come before ``source``'s, the others after.
+        ``unless``: an SQL condition that, when true, makes it settle nothing."""
         table = cls._meta.db_table
+        guard = f" AND NOT ({unless})" if unless else ""
         sql = f"""
             UPDATE {table} AS e SET status = v.status, exit_code = v.exit_code,
                 error = CASE WHEN v.status = %s AND v.error = ''
@@ -780,11 +804,9 @@ class Execution(ResourceLimits):
                 log_bytes = coalesce(v.log_bytes, e.log_bytes),
                 log_truncated = coalesce(v.log_truncated, e.log_truncated),
                 outputs = coalesce(v.outputs, e.outputs)
-            FROM (VALUES {", ".join(values)})
-                AS v(id, status, exit_code, error, log_bytes, log_truncated, outputs)
-            WHERE e.id = v.id AND e.status = %s AND e.worker_id = %s
-            RETURNING {select_list(cls, "e")}"""
-        return cls._from_returning(sql, [S.TIMED_OUT, now, *params, S.RUNNING, worker.pk])
+            FROM {source} AS v({cls.SETTLE_COLUMNS})
+            WHERE e.id = v.id AND e.status = %s AND e.worker_id = %s{guard}"""
+        return sql, [S.TIMED_OUT, now, S.RUNNING, worker.pk]
 
     def settle(
         self,

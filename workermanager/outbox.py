@@ -35,7 +35,8 @@ def execution_event_statement(execution: Execution) -> tuple[str, list] | None:
 
 # An execution event's subject ids and payload: key -> (attribute, kind). One definition
 # for both ways an event is built: from an instance in Python (``_execution_event``), and
-# from the rows a statement changed, in SQL (``started_events_sql``, the claim's).
+# from the rows a statement changed, in SQL (``execution_events_sql``: the claim's, the
+# settlement's).
 EVENT_IDS = {
     "execution_id": "id",
     "job_id": "job_id",
@@ -83,17 +84,18 @@ def _python_value(value, how: str):
     return value
 
 
-def started_events_sql(source: str) -> str:
-    """An INSERT of the ``execution.started`` event of every row of ``source`` (a WITH
-    clause of executions just claimed, as their table's columns), the same events
-    ``_execution_event`` makes; one parameter: the events' time."""
+def execution_events_sql(source: str, status: str) -> str:
+    """An INSERT of the event of every row of ``source`` (a WITH clause of executions
+    that all just moved to ``status``, as their table's columns: those a claim or a
+    settlement returns), the same events ``_execution_event`` makes; one parameter: the
+    events' time."""
     ids = ", ".join(f"'{key}', {column}::text" for key, column in EVENT_IDS.items())
     payload = ", ".join(
         f"'{key}', {_sql_value(column, how)}" for key, (column, how) in EVENT_PAYLOAD.items()
     )
     return (
         f"INSERT INTO {Event._meta.db_table} (type, subject, subject_ids, payload, created_at) "
-        f"SELECT '{EXECUTION_EVENT[S.RUNNING]}', 'execution:' || id::text, "
+        f"SELECT '{EXECUTION_EVENT[status]}', 'execution:' || id::text, "
         f"jsonb_strip_nulls(jsonb_build_object({ids})), jsonb_build_object({payload}), %s "
         f"FROM {source} ORDER BY id"
     )

@@ -204,7 +204,7 @@ def _claim_alone(*, worker: Worker, limit: int, only_online: bool) -> list[Execu
                 SELECT 1 FROM {table} WHERE status = %s AND pipeline_run_id IS NOT NULL
                     AND available_at <= %s AND worker_type IN ('', %s)) AS run),
             claimed AS ({update} RETURNING {rows.select_list(Execution)}),
-            events AS ({outbox.started_events_sql("claimed")}),
+            events AS ({outbox.execution_events_sql("claimed", S.RUNNING)}),
             mirrored AS ({_mirror_sql(newest_claimed)})
         SELECT claimed.*, j.secret_env FROM claimed LEFT JOIN {jobs} AS j ON j.id = claimed.job_id
         UNION ALL
@@ -282,6 +282,54 @@ def executions_settle(*, worker: Worker, reports: list[dict]) -> list[Execution]
         ):
             _retry_if_due(execution)
     _changed_many(settled)
+    return settled
+
+
+def executions_settle_alone(*, worker: Worker, reports: list[dict]) -> list[Execution] | None:
+    """``executions_settle`` as one statement, for what needs nothing more (PostgreSQL,
+    every run succeeded: no retry policy to apply): the UPDATE, the events and the jobs'
+    statuses in one round trip that is a transaction of its own. Returns the executions
+    that moved; None, having settled nothing, when it cannot tell the whole story: a
+    report on an execution that is not this worker's (the transaction refuses the
+    batch), or one of a pipeline run's (its hooks run in the transaction)."""
+    if connection.vendor != "postgresql" or any(r["status"] != S.SUCCEEDED for r in reports):
+        return None
+    now = clock.now()
+    table = Execution._meta.db_table
+    values, values_params = Execution.settle_values(reports)
+    update, update_params = Execution.settle_statement(
+        worker=worker, source="reported", now=now, unless="SELECT b FROM blocked"
+    )
+    newest_settled = (
+        "SELECT DISTINCT ON (job_id) job_id, id FROM settled "
+        "WHERE job_id IS NOT NULL ORDER BY job_id, id DESC"
+    )
+    columns = len(Execution._meta.concrete_fields)
+    sql = f"""
+        WITH reported({Execution.SETTLE_COLUMNS}) AS ({values}),
+            blocked AS (SELECT EXISTS (
+                SELECT 1 FROM reported r LEFT JOIN {table} x ON x.id = r.id AND x.worker_id = %s
+                WHERE x.id IS NULL OR x.pipeline_run_id IS NOT NULL) AS b),
+            settled AS ({update} RETURNING {rows.select_list(Execution, "e")}),
+            events AS ({outbox.execution_events_sql("settled", S.SUCCEEDED)}),
+            mirrored AS ({_mirror_sql(newest_settled)})
+        SELECT * FROM settled
+        UNION ALL
+        SELECT {", ".join(["NULL"] * columns)} FROM blocked WHERE b"""
+    params = [*values_params, worker.pk, *update_params, now, S.SUCCEEDED]
+    found = rows.fetch_all(sql, params)
+    if any(row[0] is None for row in found):
+        return None
+    settled = sorted(rows.from_rows(Execution, found), key=lambda e: e.id)
+    for execution in settled:
+        tracing.record_span(
+            execution.trace_parent,
+            "execution.finish",
+            start=now,
+            end=now,
+            **{"hodei.status": execution.status},
+        )
+    _announce(settled)
     return settled
 
 

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from events.models import Event
+from hodei.exceptions import Forbidden
 from hodei.lib import clock, rows
 from hodei.lib.listen import Listener
 from telemetry import metrics
@@ -201,3 +202,113 @@ def test_while_a_pipeline_runs_job_is_queued_the_claim_runs_its_hooks_in_a_trans
     run.refresh_from_db()
     assert run.status == "running"  # the run's hook, in the claim's transaction
     assert run.started_at is not None
+
+
+def claimed_by(worker, *executions):
+    claimed = services.executions_claim(worker=worker, limit=len(executions))
+    assert {e.pk for e in claimed} == {e.pk for e in executions}
+    return claimed
+
+
+def succeeded(execution, **more) -> dict:
+    return {"execution_id": execution.pk, "status": S.SUCCEEDED, "exit_code": 0, **more}
+
+
+@on_postgresql
+def test_runs_that_succeeded_settle_in_one_statement_with_the_events_python_builds(
+    monkeypatch,
+):
+    job = JobFactory(status="succeeded")
+    plain = services.execution_enqueue(command="true")
+    of_job = services.execution_enqueue(job=job)
+    worker = WorkerFactory()
+    claimed_by(worker, plain, of_job)
+    monkeypatch.setattr(metrics.buffer, "batched", True)  # as in an agent
+    metrics.buffer.take()
+    monkeypatch.setattr(clock, "now", lambda: datetime(2030, 1, 2, 15, 0, 2, 5, tzinfo=UTC))
+    with CaptureQueriesContext(connection) as queries:
+        answer = agent_protocol.agent_settle_reporting(
+            worker=worker,
+            reports=[succeeded(plain, log_bytes=5, outputs={"V": "1"}), succeeded(of_job)],
+        )
+    assert len(queries) == 1, [q["sql"][:80] for q in queries]  # no BEGIN, no COMMIT
+    assert answer == [(True, S.SUCCEEDED), (True, S.SUCCEEDED)]
+    job.refresh_from_db()
+    assert job.status == S.SUCCEEDED
+    for one in (plain, of_job):
+        row = Execution.objects.get(pk=one.pk)
+        assert (row.status, row.exit_code, row.finished_at) == (S.SUCCEEDED, 0, clock.now())
+        finished = events_of(one)[-1]
+        expected = outbox._execution_event(row)
+        assert finished.type == expected.type == "execution.finished"
+        assert finished.subject_ids == as_stored(expected.subject_ids)
+        assert finished.payload == as_stored(expected.payload)
+    assert Execution.objects.get(pk=plain.pk).outputs == {"V": "1"}
+    counted = metrics.buffer.take()
+    key = ("hodei_executions_finished_total", "status=succeeded,type=bash")
+    assert counted[key] == 2
+
+
+@on_postgresql
+def test_a_late_report_among_them_is_ignored_and_answered_with_the_status_now():
+    worker = WorkerFactory()
+    lost, fresh = (services.execution_enqueue(command="true") for _ in range(2))
+    claimed_by(worker, lost, fresh)
+    Execution.objects.filter(pk=lost.pk).update(status=S.LOST)
+    answer = agent_protocol.agent_settle_reporting(
+        worker=worker, reports=[succeeded(lost), succeeded(fresh)]
+    )
+    assert answer == [(False, S.LOST), (True, S.SUCCEEDED)]
+    assert [e.type for e in events_of(lost)] == ["execution.queued", "execution.started"]
+
+
+@on_postgresql
+def test_a_report_on_another_workers_execution_settles_nothing_of_the_batch():
+    mine, theirs = (services.execution_enqueue(command="true") for _ in range(2))
+    worker, other = WorkerFactory(), WorkerFactory()
+    claimed_by(worker, mine)
+    claimed_by(other, theirs)
+    assert services.executions_settle_alone(worker=worker, reports=[succeeded(mine)]) != []
+    again = services.execution_enqueue(command="true")
+    claimed_by(worker, again)
+    with pytest.raises(Forbidden):
+        agent_protocol.agent_settle_reporting(
+            worker=worker, reports=[succeeded(again), succeeded(theirs)]
+        )
+    assert Execution.objects.get(pk=again.pk).status == S.RUNNING
+    assert Execution.objects.get(pk=theirs.pk).status == S.RUNNING
+
+
+@on_postgresql
+def test_a_pipeline_runs_job_settles_in_a_transaction_that_runs_its_hooks():
+    from pipelines.services import pipeline_run_start
+    from tests.factories import PipelineFactory
+
+    pipeline = PipelineFactory()
+    JobFactory(pipeline=pipeline, command="true")
+    run = pipeline_run_start(pipeline=pipeline)
+    worker = WorkerFactory()
+    [execution] = services.executions_claim(worker=worker, limit=1)
+    reports = [succeeded(execution)]
+    assert services.executions_settle_alone(worker=worker, reports=reports) is None
+    assert Execution.objects.get(pk=execution.pk).status == S.RUNNING  # nothing settled
+
+    assert agent_protocol.agent_settle_reporting(worker=worker, reports=reports) == [
+        (True, S.SUCCEEDED)
+    ]
+    run.refresh_from_db()
+    assert run.status == "succeeded"  # the run's hook, in the settlement's transaction
+
+
+@on_postgresql
+def test_a_failed_run_settles_in_a_transaction_that_applies_the_retry_policy():
+    job = JobFactory(max_retries=1, command="false")
+    execution = services.execution_enqueue(job=job)
+    worker = WorkerFactory()
+    claimed_by(worker, execution)
+    report = {"execution_id": execution.pk, "status": S.FAILED, "exit_code": 1}
+    assert services.executions_settle_alone(worker=worker, reports=[report]) is None
+    assert agent_protocol.agent_settle_reporting(worker=worker, reports=[report]) == [
+        (True, S.FAILED)
+    ]
+    assert Execution.objects.get(retry_of=execution).status == S.QUEUED
