@@ -119,6 +119,9 @@ class Announcements:
                     ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [])
                     if listener.fileno() in ready:
                         self._received(listener.drain())
+            except Exception:  # never end the thread: every claim looks, then it reconnects
+                log.exception("listening for work failed; connecting again")
+                self._received([("", "")])
             finally:
                 listener.close()
                 with self._changed:

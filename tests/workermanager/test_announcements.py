@@ -92,3 +92,29 @@ def test_without_notify_a_claim_polls(announcements, monkeypatch):
     monkeypatch.setattr("workermanager.announcements.supports_notify", lambda: False)
     assert announcements.mark() is None
     assert 0.3 <= waited(announcements, None, "default", seconds=0.3) < 2
+
+
+@on_postgresql
+def test_an_error_while_listening_wakes_every_claim_and_the_thread_carries_on(
+    announcements, monkeypatch
+):
+    mark = announcements.mark()
+    calls = []
+
+    def broken(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return []
+
+    monkeypatch.setattr("hodei.lib.listen.Listener.drain", broken)
+    services.execution_enqueue(command="true")  # makes the connection readable
+    assert waited(announcements, mark, "default") < 4  # woken to look at once
+    monkeypatch.undo()
+    deadline = time.monotonic() + 10
+    while announcements.mark() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    again = announcements.mark()
+    assert again is not None
+    threading.Timer(0.2, services.execution_enqueue, kwargs={"command": "true"}).start()
+    assert waited(announcements, again, "default") < 4
