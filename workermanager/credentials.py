@@ -9,7 +9,7 @@ and no user API token works on the agent endpoints."""
 
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from rest_framework import status
 
 from accounts.models import hash_token, new_token
@@ -96,12 +96,20 @@ def worker_credential_may_claim(credential: WorkerCredential, *, registered_at: 
     (a long-poll asks before each claim: a revoked credential, a worker drained or gone
     offline meanwhile, or one whose agent restarted, ends it; the claim of an agent
     process that is gone must not take work its successor would never see)."""
-    return WorkerCredential.objects.filter(
-        pk=credential.pk,
-        revoked_at__isnull=True,
-        worker__status=WorkerStatus.ONLINE,
-        worker__registered_at=registered_at,
-    ).exists()
+    # One prepared statement, not the ORM's join: a long-poll asks before each claim
+    # after a wait, on the path from a NOTIFY to the agent's command.
+    registered = Worker._meta.get_field("registered_at")
+    found = rows.fetch_joined(
+        WorkerCredential,
+        "worker",
+        "t.id = %s AND t.revoked_at IS NULL AND r.status = %s AND r.registered_at = %s",
+        [
+            WorkerCredential._meta.pk.get_db_prep_value(credential.pk, connection),
+            WorkerStatus.ONLINE,
+            registered.get_db_prep_value(registered_at, connection),
+        ],
+    )
+    return bool(found)
 
 
 @transaction.atomic

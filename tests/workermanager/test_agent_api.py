@@ -218,6 +218,26 @@ def test_a_credential_reaches_only_its_own_workers_executions(agent):
     assert theirs.status == ExecutionStatus.RUNNING
 
 
+def test_a_credential_may_claim_while_valid_online_and_not_registered_again(agent):
+    worker, _ = agent
+    credential = WorkerCredential.objects.get(worker=worker, revoked_at__isnull=True)
+    registered_at = worker.registered_at
+
+    def may_claim() -> bool:
+        return credentials.worker_credential_may_claim(credential, registered_at=registered_at)
+
+    assert may_claim()
+    Worker.objects.filter(pk=worker.pk).update(registered_at=registered_at + timedelta(seconds=1))
+    assert not may_claim()  # its agent restarted and registered again
+    Worker.objects.filter(pk=worker.pk).update(registered_at=registered_at)
+    assert may_claim()
+    Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.DRAINING)
+    assert not may_claim()
+    Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.ONLINE)
+    credentials.worker_credential_revoke(worker=worker)
+    assert not may_claim()
+
+
 def test_a_revoked_credential_is_refused_saying_so(agent):
     worker, client = agent
     assert credentials.worker_credential_revoke(worker=worker)
