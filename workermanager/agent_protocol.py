@@ -279,8 +279,9 @@ def agent_settle(
 
 def agent_settle_many(*, worker: Worker, reports: list[dict]) -> list[bool]:
     """``agent_settle`` for every run of ``worker`` that ended in one turn of its loop,
-    in one transaction: whether each report was recorded (False: settled meanwhile).
-    If any is of an execution that is not the worker's, none is recorded (Forbidden)."""
+    all or nothing (one statement or one transaction): whether each report was recorded
+    (False: settled meanwhile). If any is of an execution that is not the worker's, none
+    is recorded (Forbidden)."""
     return [recorded for recorded, _ in agent_settle_reporting(worker=worker, reports=reports)]
 
 

@@ -758,11 +758,10 @@ class Execution(ResourceLimits):
                     moved.append(row)
             return moved
         values, values_params = cls.settle_values(reports)
-        update, params = cls.settle_statement(worker=worker, source=f"({values})", now=now)
-        return cls._from_returning(
-            f"{update} RETURNING {select_list(cls, 'e')}",
-            [*params[:2], *values_params, *params[2:]],
+        update, params = cls.settle_statement(
+            worker=worker, source=f"({values})", source_params=values_params, now=now
         )
+        return cls._from_returning(f"{update} RETURNING {select_list(cls, 'e')}", params)
 
     # What a report of a run's end sets, as settle_values lists it.
     SETTLE_COLUMNS = "id, status, exit_code, error, log_bytes, log_truncated, outputs"
@@ -787,12 +786,18 @@ class Execution(ResourceLimits):
 
     @classmethod
     def settle_statement(
-        cls, *, worker: Worker, source: str, now: datetime, unless: str = ""
+        cls,
+        *,
+        worker: Worker,
+        source: str,
+        now: datetime,
+        source_params: list = (),
+        unless: str = "",
     ) -> tuple[str, list]:
         """``settle_many``'s UPDATE (without RETURNING) of the reports in ``source`` (a
-        parenthesised VALUES list or a WITH clause, as SETTLE_COLUMNS), and its
-        parameters: the first two come before ``source``'s, the others after.
-        ``unless``: an SQL condition that, when true, makes it settle nothing."""
+        parenthesised VALUES list with its ``source_params``, or a WITH clause, as
+        SETTLE_COLUMNS), and its parameters. ``unless``: an SQL condition that, when
+        true, makes it settle nothing."""
         table = cls._meta.db_table
         guard = f" AND NOT ({unless})" if unless else ""
         sql = f"""
@@ -806,7 +811,7 @@ class Execution(ResourceLimits):
                 outputs = coalesce(v.outputs, e.outputs)
             FROM {source} AS v({cls.SETTLE_COLUMNS})
             WHERE e.id = v.id AND e.status = %s AND e.worker_id = %s{guard}"""
-        return sql, [S.TIMED_OUT, now, S.RUNNING, worker.pk]
+        return sql, [S.TIMED_OUT, now, *source_params, S.RUNNING, worker.pk]
 
     def settle(
         self,

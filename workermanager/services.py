@@ -195,23 +195,17 @@ def _claim_alone(*, worker: Worker, limit: int, only_online: bool) -> list[Execu
         unless="SELECT run FROM waiting",
     )
     columns = len(Execution._meta.concrete_fields)
-    newest_claimed = (
-        "SELECT DISTINCT ON (job_id) job_id, id FROM claimed "
-        "WHERE job_id IS NOT NULL ORDER BY job_id, id DESC"
-    )
     sql = f"""
         WITH waiting AS (SELECT EXISTS (
                 SELECT 1 FROM {table} WHERE status = %s AND pipeline_run_id IS NOT NULL
                     AND available_at <= %s AND worker_type IN ('', %s)) AS run),
             claimed AS ({update} RETURNING {rows.select_list(Execution)}),
             events AS ({outbox.execution_events_sql("claimed", S.RUNNING)}),
-            mirrored AS ({_mirror_sql(newest_claimed)})
+            mirrored AS ({_mirror_sql(_newest_per_job("claimed"))})
         SELECT claimed.*, j.secret_env FROM claimed LEFT JOIN {jobs} AS j ON j.id = claimed.job_id
-        UNION ALL
-        SELECT {", ".join(["NULL"] * (columns + 1))} FROM waiting WHERE run"""
-    params = [S.QUEUED, now, worker.type, *update_params, now, S.RUNNING]
-    found = rows.fetch_all(sql, params)
-    if any(row[0] is None for row in found):
+        {_refusal_row("waiting", "run", columns + 1)}"""
+    found = _rows_unless_refused(sql, [S.QUEUED, now, worker.type, *update_params, now, S.RUNNING])
+    if found is None:
         return None
     claimed = rows.from_rows(Execution, found)
     secret_env = Job._meta.get_field("secret_env")
@@ -300,10 +294,6 @@ def executions_settle_alone(*, worker: Worker, reports: list[dict]) -> list[Exec
     update, update_params = Execution.settle_statement(
         worker=worker, source="reported", now=now, unless="SELECT b FROM blocked"
     )
-    newest_settled = (
-        "SELECT DISTINCT ON (job_id) job_id, id FROM settled "
-        "WHERE job_id IS NOT NULL ORDER BY job_id, id DESC"
-    )
     columns = len(Execution._meta.concrete_fields)
     sql = f"""
         WITH reported({Execution.SETTLE_COLUMNS}) AS ({values}),
@@ -312,13 +302,12 @@ def executions_settle_alone(*, worker: Worker, reports: list[dict]) -> list[Exec
                 WHERE x.id IS NULL OR x.pipeline_run_id IS NOT NULL) AS b),
             settled AS ({update} RETURNING {rows.select_list(Execution, "e")}),
             events AS ({outbox.execution_events_sql("settled", S.SUCCEEDED)}),
-            mirrored AS ({_mirror_sql(newest_settled)})
+            mirrored AS ({_mirror_sql(_newest_per_job("settled"))})
         SELECT * FROM settled
-        UNION ALL
-        SELECT {", ".join(["NULL"] * columns)} FROM blocked WHERE b"""
+        {_refusal_row("blocked", "b", columns)}"""
     params = [*values_params, worker.pk, *update_params, now, S.SUCCEEDED]
-    found = rows.fetch_all(sql, params)
-    if any(row[0] is None for row in found):
+    found = _rows_unless_refused(sql, params)
+    if found is None:
         return None
     settled = sorted(rows.from_rows(Execution, found), key=lambda e: e.id)
     for execution in settled:
@@ -595,6 +584,29 @@ def _mirror_statement(execution: Execution) -> tuple[str, list]:
     job_id = Job._meta.pk.get_db_prep_value(execution.job_id, connection)
     execution_id = Execution._meta.pk.get_db_prep_value(execution.id, connection)
     return _mirror_sql("SELECT %s AS job_id, %s AS id"), [execution.status, job_id, execution_id]
+
+
+def _newest_per_job(source: str) -> str:
+    """(job_id, id) of the newest execution of each job among the rows of ``source`` (a
+    WITH clause of executions that just changed together), for ``_mirror_sql``."""
+    return (
+        f"SELECT DISTINCT ON (job_id) job_id, id FROM {source} "
+        "WHERE job_id IS NOT NULL ORDER BY job_id, id DESC"
+    )
+
+
+def _refusal_row(source: str, flag: str, columns: int) -> str:
+    """The end of a one-statement change guarded by ``flag`` (a boolean of the WITH
+    clause ``source`` that, when true, made it change nothing): one row of NULLs then,
+    which ``_rows_unless_refused`` reads as "take the transaction instead"."""
+    return f"UNION ALL SELECT {', '.join(['NULL'] * columns)} FROM {source} WHERE {flag}"
+
+
+def _rows_unless_refused(sql: str, params: list) -> list[tuple] | None:
+    """The rows a guarded one-statement change returned; None when its guard refused
+    (``_refusal_row``) and nothing changed."""
+    found = rows.fetch_all(sql, params)
+    return None if any(row[0] is None for row in found) else found
 
 
 def _mirror_sql(newest: str) -> str:
