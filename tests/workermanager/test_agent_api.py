@@ -569,23 +569,25 @@ def workermanager_service(child_env):
     stop(proc)
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_long_poll_claim_answers_as_soon_as_work_is_queued(workermanager_service):
-    raw = registration_token()
+def registered_over_http(base: str, name: str) -> dict:
+    """A new agent registered through the real endpoint: its request headers."""
     registered = requests.post(
-        f"{workermanager_service}{API}/register",
-        json={"type": "default", "name": "long-poller"},
-        headers={"Authorization": f"Bearer {raw}"},
+        f"{base}{API}/register",
+        json={"type": "default", "name": name},
+        headers={"Authorization": f"Bearer {registration_token()}"},
         timeout=10,
     )
     assert registered.status_code == 201, registered.text
-    headers = {"Authorization": f"Bearer {registered.json()['credential']}"}
-    answers = []
+    return {"Authorization": f"Bearer {registered.json()['credential']}"}
+
+
+def long_poll_in_background(base: str, headers: dict, answers: list) -> threading.Thread:
+    """A claim that waits up to 20 s, started in a thread: (when it answered, its body)
+    goes to ``answers``."""
 
     def claim():
         response = requests.post(
-            f"{workermanager_service}{API}/claim",
+            f"{base}{API}/claim",
             json={"limit": 1, "wait_seconds": 20},
             headers=headers,
             timeout=30,
@@ -594,6 +596,15 @@ def test_a_long_poll_claim_answers_as_soon_as_work_is_queued(workermanager_servi
 
     waiting = threading.Thread(target=claim)
     waiting.start()
+    return waiting
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_claim_answers_as_soon_as_work_is_queued(workermanager_service):
+    headers = registered_over_http(workermanager_service, "long-poller")
+    answers = []
+    waiting = long_poll_in_background(workermanager_service, headers, answers)
     time.sleep(1.5)  # the claim is waiting now, well past any poll it might do at first
     assert not answers
     queued_at = time.monotonic()
@@ -621,31 +632,12 @@ def test_a_long_poll_claim_answers_as_soon_as_work_is_queued(workermanager_servi
 def test_a_long_poll_whose_credential_is_revoked_while_it_waits_claims_nothing(
     workermanager_service,
 ):
-    raw = registration_token()
-    registered = requests.post(
-        f"{workermanager_service}{API}/register",
-        json={"type": "default", "name": "revoked-poller"},
-        headers={"Authorization": f"Bearer {raw}"},
-        timeout=10,
-    )
-    assert registered.status_code == 201, registered.text
-    headers = {"Authorization": f"Bearer {registered.json()['credential']}"}
+    headers = registered_over_http(workermanager_service, "revoked-poller")
     answers = []
-
-    def claim():
-        response = requests.post(
-            f"{workermanager_service}{API}/claim",
-            json={"limit": 1, "wait_seconds": 20},
-            headers=headers,
-            timeout=30,
-        )
-        answers.append(response.json())
-
-    waiting = threading.Thread(target=claim)
-    waiting.start()
+    waiting = long_poll_in_background(workermanager_service, headers, answers)
     time.sleep(1.5)  # its first claim found nothing: it waits
     credentials.worker_credential_revoke(worker=Worker.objects.get(name="revoked-poller"))
     execution = execution_enqueue(command="echo not for you")  # wakes it
     waiting.join(25)
-    assert answers == [{"executions": []}]
+    assert [body for _, body in answers] == [{"executions": []}]
     assert Execution.objects.get(pk=execution.pk).status == ExecutionStatus.QUEUED

@@ -36,6 +36,17 @@ def waited(announcements, mark, worker_type: str, seconds: float = 5.0) -> float
     return time.monotonic() - started
 
 
+def assert_listening_again(announcements) -> None:
+    """Connected again within seconds, and work queued after that wakes a claim."""
+    deadline = time.monotonic() + 10
+    while announcements.mark() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    again = announcements.mark()
+    assert again is not None
+    threading.Timer(0.2, services.execution_enqueue, kwargs={"command": "true"}).start()
+    assert waited(announcements, again, "default") < 4
+
+
 @on_postgresql
 def test_work_of_the_type_announced_after_the_mark_wakes_the_claim(announcements):
     mark = announcements.mark()
@@ -79,13 +90,7 @@ def test_a_lost_connection_wakes_every_claim_and_is_replaced(announcements):
             "WHERE datname = current_database() AND query = 'LISTEN hodei_executions'"
         )
     assert waited(announcements, mark, "default") < 4  # woken to look at once
-    deadline = time.monotonic() + 10
-    while announcements.mark() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    again = announcements.mark()
-    assert again is not None
-    threading.Timer(0.2, services.execution_enqueue, kwargs={"command": "true"}).start()
-    assert waited(announcements, again, "default") < 4
+    assert_listening_again(announcements)
 
 
 def test_without_notify_a_claim_polls(announcements, monkeypatch):
@@ -111,10 +116,4 @@ def test_an_error_while_listening_wakes_every_claim_and_the_thread_carries_on(
     services.execution_enqueue(command="true")  # makes the connection readable
     assert waited(announcements, mark, "default") < 4  # woken to look at once
     monkeypatch.undo()
-    deadline = time.monotonic() + 10
-    while announcements.mark() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    again = announcements.mark()
-    assert again is not None
-    threading.Timer(0.2, services.execution_enqueue, kwargs={"command": "true"}).start()
-    assert waited(announcements, again, "default") < 4
+    assert_listening_again(announcements)
