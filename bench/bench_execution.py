@@ -447,6 +447,15 @@ def tree_cpu(pid: int) -> float:
     return total + sum(tree_cpu(c) for c in children)
 
 
+def summary(values: list[float]) -> dict:
+    return {
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "max": max(values) if values else float("nan"),
+    }
+
+
 def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dict:
     def cpu_snapshot():
         own = os.times()
@@ -498,14 +507,6 @@ def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dic
         claim_ms.append((float(row[3]) - float(row[2])) * 1000)
         spawn_ms.append((started - float(row[3])) * 1000)
         row_ms.append((started - float(row[2])) * 1000)
-
-    def summary(values):
-        return {
-            "p50": pct(values, 50),
-            "p90": pct(values, 90),
-            "p99": pct(values, 99),
-            "max": max(values) if values else float("nan"),
-        }
 
     n = max(1, len(sent))
     m0, m1 = cpu0.pop("machine"), cpu1.pop("machine")
@@ -564,6 +565,116 @@ def latency(
         stack.close()
         for p in procs:
             p.stop()
+
+
+def procrastinate_pace(rate: float, seconds: float) -> list[tuple[int, float]]:
+    """Defer run_echo jobs open loop: (job id, when it was sent) for each."""
+    done = subprocess.run(
+        [BENCH_PY, PROCRASTINATE_SCRIPT, "--dsn", PROCRASTINATE_DSN, "pace"]
+        + ["--rate", str(rate), "--seconds", str(seconds)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("sent ")]
+    return [(int(job), float(t)) for _, job, t in lines]
+
+
+def latency_procrastinate(phases: list[tuple[float, float]], workers: int, concurrency: int):
+    """The same open-loop phases for procrastinate: jobs deferred at each rate (straight
+    into the database: there is no HTTP API in front of it), each running `bash -c 'echo
+    $EPOCHREALTIME'` as Hodei's latency executions do. Row created = its 'deferred'
+    event (the INSERT's now()), claimed = its 'started' event."""
+    procrastinate_reset()
+    procs = [
+        Proc(
+            f"procrastinate-lat-{i + 1}",
+            [BENCH_PY, PROCRASTINATE_SCRIPT, "--dsn", PROCRASTINATE_DSN, "worker"]
+            + ["--concurrency", concurrency, "--name", f"bench-lat-{i + 1}"],
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            marker="bench-procrastinate-worker starting",
+        )
+        for i in range(workers)
+    ]
+    try:
+        for p in procs:
+            p.wait_ready()
+        procrastinate_pace(phases[-1][0], 2.0)  # warm-up, discarded
+        time.sleep(1.0)
+        out = []
+        for rate, seconds in phases:
+            out.append(procrastinate_latency_phase(procs, rate, seconds))
+            say(
+                f"latency (procrastinate) at {rate:.0f}/s: row -> running p50 "
+                f"{out[-1]['row_to_exec_ms']['p50']:.1f} ms"
+            )
+            time.sleep(1.0)
+        return out
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def procrastinate_latency_phase(procs: list, rate: float, seconds: float) -> dict:
+    cpu0 = [p.cpu() or (0.0, 0.0) for p in procs]
+    sent = procrastinate_pace(rate, seconds)
+    ids = [job for job, _ in sent]
+    with connect(PDB) as conn:
+
+        def finished():
+            left = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs "
+                "WHERE id = ANY(%s) AND status IN ('todo', 'doing')",
+                [ids],
+            ).fetchone()[0]
+            return True if left == 0 else None
+
+        wait_until(finished, timeout=60)
+        events = conn.execute(
+            "SELECT job_id, extract(epoch FROM min(at) FILTER (WHERE type = 'deferred')), "
+            "extract(epoch FROM min(at) FILTER (WHERE type = 'started')) "
+            "FROM procrastinate_events WHERE job_id = ANY(%s) GROUP BY job_id",
+            [ids],
+        ).fetchall()
+    cpu1 = [p.cpu() or (0.0, 0.0) for p in procs]
+    ran = {}  # job id -> when its program ran (what it printed)
+    for p in procs:
+        for line in p.output().splitlines():
+            if line.startswith("ran "):
+                _, job, value = line.split()
+                ran[int(job)] = float(value.replace(",", "."))
+    times = {job: (float(d), float(st)) for job, d, st in events if d and st}
+    lat, enq, claim, spawn, row = [], [], [], [], []
+    for job, t_send in sent:
+        if job not in ran or job not in times:
+            continue
+        deferred, started = times[job]
+        lat.append((ran[job] - t_send) * 1000)
+        enq.append((deferred - t_send) * 1000)
+        claim.append((started - deferred) * 1000)
+        spawn.append((ran[job] - started) * 1000)
+        row.append((ran[job] - deferred) * 1000)
+    n = max(1, len(sent))
+    used = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(cpu0, cpu1, strict=True)]
+    return {
+        "mode": "procrastinate",
+        "rate": rate,
+        "seconds": seconds,
+        "count": len(lat),
+        "sent": len(sent),
+        "failures": len(sent) - len(lat),
+        "latency_ms": summary(lat),  # send -> the program runs
+        "api_enqueue_ms": summary(enq),  # send -> deferred (no HTTP)
+        "queue_to_claim_ms": summary(claim),  # deferred -> started
+        "claim_to_exec_ms": summary(spawn),  # started -> the program runs
+        "row_to_exec_ms": summary(row),  # deferred -> the program runs
+        "cpu_ms_per_exec": {
+            "workers": 1000 * sum(u[0] for u in used) / n,
+            "commands": 1000 * sum(u[1] for u in used) / n,
+        },
+    }
 
 
 # -- part 3: log throughput ----------------------------------------------------------------
@@ -690,7 +801,7 @@ def main() -> int:
     if unknown := set(modes) - set(MODES):
         parser.error(f"unknown modes {sorted(unknown)}: choose from {sorted(MODES)}")
     server = Server()
-    with_procrastinate = "drain" in parts and not args.no_procrastinate
+    with_procrastinate = bool(parts & {"drain", "latency"}) and not args.no_procrastinate
     benchlib.run_in_project_venv()
     if with_procrastinate:
         ensure_bench_venv()
@@ -790,9 +901,16 @@ def main() -> int:
             say(f"dispatch latency: {rate:.0f}/s for {seconds:.0f} s through the API")
             # A light load first (10/s): the floor of the path, without queueing.
             phases = [(10.0, 5.0 if quick else 10.0), (rate, seconds)]
+            # Repeated like the drain, each rep running every mode and procrastinate in
+            # turn: paired runs share the machine's mood.
             results["latency"] = []
-            for mode in modes:
-                results["latency"] += latency(phases, agents, concurrencies[0], mode, server)
+            for rep in range(reps):
+                for mode in modes:
+                    phase = latency(phases, agents, concurrencies[0], mode, server)
+                    results["latency"] += [{**r, "rep": rep} for r in phase]
+                if with_procrastinate:
+                    phase = latency_procrastinate(phases, agents, concurrencies[0])
+                    results["latency"] += [{**r, "rep": rep} for r in phase]
 
         if "logs" in parts:
             results.setdefault("loadavg", {})["logs"] = os.getloadavg()[0]
@@ -918,14 +1036,24 @@ def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, l
             "ms/ex; http / db >= 0.8"
         )
     if "latency" in results:
+        last = max(lat.get("rep", 0) for lat in results["latency"])
         for lat in results["latency"]:
-            print(
-                f"\n2. Dispatch latency ({lat.get('mode', 'db')} agents), open loop: "
-                f"{lat['rate']:.0f}/s for {lat['seconds']:.0f} s "
-                f"through POST /api/v1/execute, {agents} agents; {lat['count']} of "
-                f"{lat['sent']} measured, {lat['failures']} failed; machine "
-                f"{100 * lat['machine_busy']:.0f}% busy"
-            )
+            if lat.get("rep", 0) != last:
+                continue  # the tables show the last rep; the medians follow them
+            if lat["mode"] == "procrastinate":
+                print(
+                    f"\n2. Dispatch latency (procrastinate), open loop: {lat['rate']:.0f}/s for "
+                    f"{lat['seconds']:.0f} s, deferred straight into the database (no HTTP), "
+                    f"{agents} workers; {lat['count']} of {lat['sent']} measured"
+                )
+            else:
+                print(
+                    f"\n2. Dispatch latency ({lat['mode']} agents), open loop: "
+                    f"{lat['rate']:.0f}/s for {lat['seconds']:.0f} s "
+                    f"through POST /api/v1/execute, {agents} agents; {lat['count']} of "
+                    f"{lat['sent']} measured, {lat['failures']} failed; machine "
+                    f"{100 * lat['machine_busy']:.0f}% busy"
+                )
             print(f"  {'ms':<42}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
             for key, label in (
                 ("latency_ms", "send -> command running (THE FIGURE)"),
@@ -936,12 +1064,14 @@ def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, l
                 ("post_response_ms", "POST response time"),
                 ("send_lag_ms", "client send lag (open-loop check)"),
             ):
+                if key not in lat:
+                    continue
                 s = lat[key]
                 print(
                     f"  {label:<42}{fmt(s['p50'], '.1f'):>8}{fmt(s['p90'], '.1f'):>8}"
                     f"{fmt(s['p99'], '.1f'):>8}{fmt(s['max'], '.1f'):>8}"
                 )
-            if lat["send_lag_ms"]["p99"] > 50:
+            if lat.get("send_lag_ms", {}).get("p99", 0) > 50:
                 print(
                     "  WARNING: the client fell behind its schedule (send lag p99 > 50 ms): "
                     "the machine was overloaded and the open loop broke down"
@@ -952,34 +1082,70 @@ def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, l
                 + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
                 + f" (total {sum(cpu.values()):.2f})"
             )
+        print_latency_medians(results["latency"])
         print(
             "  targets (db, --isolation none): 10/s p50 <= 8 ms, p99 <= 15 ms; claimed -> "
             "running <= 2 ms; row created -> running <= 4 ms; api CPU <= 3 ms per POST; "
             "100/s p50 <= 15 ms, p99 <= 60 ms; http adds <= 3 ms at p50"
         )
     if "logs" in results:
-        lg = results["logs"]
-        m, b = lg["median"], lg["baseline_median"]
+        print_logs(results["logs"], log_size)
+
+
+def print_latency_medians(phases: list[dict]) -> None:
+    """Per rate and runner, the median over the reps of each rep's p50, with each rep's;
+    then row created -> running against procrastinate, paired by rep."""
+    runs: dict = {}  # (rate, mode) -> [phase of each rep]
+    for lat in phases:
+        runs.setdefault((lat["rate"], lat["mode"]), []).append(lat)
+    reps = max(len(v) for v in runs.values())
+    print(f"\n  Medians over {reps} rep(s) of each rep's p50 (each rep's in brackets), ms:")
+    head = ("send -> running", "row -> running", "api CPU")
+    print(f"  {'rate':>6}  {'runner':<14}{head[0]:>24}{head[1]:>24}{head[2]:>18}")
+    for (rate, mode), rs in runs.items():
+        cells = []
+        for key in ("latency_ms", "row_to_exec_ms"):
+            values = [r[key]["p50"] for r in rs]
+            cells.append(f"{median(values):.1f} ({' '.join(f'{v:.1f}' for v in values)})")
+        cpu = [r["cpu_ms_per_exec"]["api"] for r in rs if "api" in r["cpu_ms_per_exec"]]
+        cells.append(f"{median(cpu):.2f} ({' '.join(f'{v:.1f}' for v in cpu)})" if cpu else "-")
+        print(f"  {rate:>4.0f}/s  {mode:<14}{cells[0]:>24}{cells[1]:>24}{cells[2]:>18}")
+    for (rate, mode), rs in runs.items():
+        base = runs.get((rate, "procrastinate"))
+        if mode == "procrastinate" or not base:
+            continue
+        pairs = [
+            a["row_to_exec_ms"]["p50"] / b["row_to_exec_ms"]["p50"]
+            for a, b in zip(rs, base, strict=False)
+        ]
         print(
-            f"\n3. Log throughput: one execution writing {log_size // MIB} MiB to stdout "
-            f"(100-byte lines), median of {len(lg['runs'])} run(s)"
+            f"  row -> running at {rate:.0f}/s, {mode} / procrastinate = {median(pairs):.2f} "
+            f"(paired reps: {' '.join(f'{p:.2f}' for p in pairs)})"
         )
-        v = lg["median_flush_1mib"]
-        for label, row in (("stored (default config)", m), ("  HODEI_LOG_FLUSH_BYTES=1MiB", v)):
-            print(
-                f"  {label:<29}{row['mb_s']:7.1f} MB/s  ({row['stored_bytes'] / MIB:.1f} MiB in "
-                f"{row['chunks']:.0f} chunks, {row['duration_s']:.2f} s, {row['xacts']:.0f} "
-                f"transactions; CPU agent {row['agent_cpu_s']:.2f} s, "
-                f"PostgreSQL {row['db_cpu_s']:.2f} s; VmHWM {row['vmhwm_mb']:.0f} MB)"
-            )
-        print(f"  baseline: `cmd > /dev/null`  {b['devnull_mb_s']:7.1f} MB/s")
-        print(f"  baseline: Python 64 KiB reader {b['python_reader_mb_s']:5.1f} MB/s")
-        print(f"  stored / Python reader = {m['mb_s'] / b['python_reader_mb_s']:.3f}")
+
+
+def print_logs(lg: dict, log_size: int) -> None:
+    m, b = lg["median"], lg["baseline_median"]
+    print(
+        f"\n3. Log throughput: one execution writing {log_size // MIB} MiB to stdout "
+        f"(100-byte lines), median of {len(lg['runs'])} run(s)"
+    )
+    v = lg["median_flush_1mib"]
+    for label, row in (("stored (default config)", m), ("  HODEI_LOG_FLUSH_BYTES=1MiB", v)):
         print(
-            f"  agent peak RSS (VmHWM, default config) {m['vmhwm_mb']:.0f} MB "
-            f"(idle agent before the run: {m['vmhwm_idle_mb']:.0f} MB)"
+            f"  {label:<29}{row['mb_s']:7.1f} MB/s  ({row['stored_bytes'] / MIB:.1f} MiB in "
+            f"{row['chunks']:.0f} chunks, {row['duration_s']:.2f} s, {row['xacts']:.0f} "
+            f"transactions; CPU agent {row['agent_cpu_s']:.2f} s, "
+            f"PostgreSQL {row['db_cpu_s']:.2f} s; VmHWM {row['vmhwm_mb']:.0f} MB)"
         )
-        print("  target: >= 60 MB/s stored (default config), RSS < 100 MB")
+    print(f"  baseline: `cmd > /dev/null`  {b['devnull_mb_s']:7.1f} MB/s")
+    print(f"  baseline: Python 64 KiB reader {b['python_reader_mb_s']:5.1f} MB/s")
+    print(f"  stored / Python reader = {m['mb_s'] / b['python_reader_mb_s']:.3f}")
+    print(
+        f"  agent peak RSS (VmHWM, default config) {m['vmhwm_mb']:.0f} MB "
+        f"(idle agent before the run: {m['vmhwm_idle_mb']:.0f} MB)"
+    )
+    print("  target: >= 60 MB/s stored (default config), RSS < 100 MB")
 
 
 if __name__ == "__main__":
