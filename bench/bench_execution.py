@@ -46,6 +46,7 @@ from benchlib import (
 BENCH_VENV = ROOT / "var" / "bench-venv"
 BENCH_PY = BENCH_VENV / "bin" / "python"
 PROCRASTINATE_SCRIPT = ROOT / "bench" / "bench_procrastinate.py"
+FLOOR_SCRIPT = ROOT / "bench" / "bench_floor.py"
 
 DB = "hodei_bench"
 PDB = "hodei_bench_procrastinate"
@@ -677,6 +678,63 @@ def procrastinate_latency_phase(procs: list, rate: float, seconds: float) -> dic
     }
 
 
+def latency_floor(phases: list[tuple[float, float]]) -> list[dict]:
+    """The same open-loop phases through bench_floor (the path with nothing but psycopg
+    and subprocess): row created -> command running as low as this machine goes."""
+    import bench_floor  # needs psycopg: only once running in the project's virtualenv
+
+    bench_floor.reset(DATABASE_URL)
+    runner = Proc(
+        "floor-runner",
+        [VENV_PY, FLOOR_SCRIPT, DATABASE_URL],
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        marker="bench-floor-runner ready",
+    )
+    try:
+        runner.wait_ready()
+        bench_floor.pace(DATABASE_URL, phases[-1][0], 2.0)  # warm-up, discarded
+        time.sleep(1.0)
+        bounds = []
+        for rate, seconds in phases:
+            first = bench_floor.last_id(DATABASE_URL)
+            bench_floor.pace(DATABASE_URL, rate, seconds)
+            bounds.append((rate, seconds, first, bench_floor.last_id(DATABASE_URL)))
+            time.sleep(1.0)
+        found = bench_floor.rows(DATABASE_URL, bounds[0][2])
+        wait_until(lambda: True if all(r[2] for r in found) else None, timeout=1)
+    finally:
+        runner.stop()
+    ran = {}
+    for line in runner.output().splitlines():
+        if line.startswith("ran "):
+            _, job, value = line.split()
+            ran[int(job)] = float(value.replace(",", "."))
+    out = []
+    for rate, seconds, first, last in bounds:
+        claim, spawn, row = [], [], []
+        for job, created, started in found:
+            if first < job <= last and job in ran and started:
+                claim.append((started - created) * 1000)
+                spawn.append((ran[job] - started) * 1000)
+                row.append((ran[job] - created) * 1000)
+        out.append(
+            {
+                "mode": "floor",
+                "rate": rate,
+                "seconds": seconds,
+                "count": len(row),
+                "sent": last - first,
+                "failures": last - first - len(row),
+                "queue_to_claim_ms": summary(claim),
+                "claim_to_exec_ms": summary(spawn),
+                "row_to_exec_ms": summary(row),
+                "cpu_ms_per_exec": {},
+            }
+        )
+        say(f"latency (floor) at {rate:.0f}/s: row -> running p50 {summary(row)['p50']:.1f} ms")
+    return out
+
+
 # -- part 3: log throughput ----------------------------------------------------------------
 
 
@@ -911,6 +969,7 @@ def main() -> int:
                 if with_procrastinate:
                     phase = latency_procrastinate(phases, agents, concurrencies[0])
                     results["latency"] += [{**r, "rep": rep} for r in phase]
+                results["latency"] += [{**r, "rep": rep} for r in latency_floor(phases)]
 
         if "logs" in parts:
             results.setdefault("loadavg", {})["logs"] = os.getloadavg()[0]
@@ -1040,7 +1099,13 @@ def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, l
         for lat in results["latency"]:
             if lat.get("rep", 0) != last:
                 continue  # the tables show the last rep; the medians follow them
-            if lat["mode"] == "procrastinate":
+            if lat["mode"] == "floor":
+                print(
+                    f"\n2. Dispatch latency floor (bench/bench_floor.py: psycopg and subprocess "
+                    f"only), open loop: {lat['rate']:.0f}/s for {lat['seconds']:.0f} s, one "
+                    f"runner; {lat['count']} of {lat['sent']} measured"
+                )
+            elif lat["mode"] == "procrastinate":
                 print(
                     f"\n2. Dispatch latency (procrastinate), open loop: {lat['rate']:.0f}/s for "
                     f"{lat['seconds']:.0f} s, deferred straight into the database (no HTTP), "
@@ -1105,23 +1170,26 @@ def print_latency_medians(phases: list[dict]) -> None:
     for (rate, mode), rs in runs.items():
         cells = []
         for key in ("latency_ms", "row_to_exec_ms"):
-            values = [r[key]["p50"] for r in rs]
-            cells.append(f"{median(values):.1f} ({' '.join(f'{v:.1f}' for v in values)})")
+            values = [r[key]["p50"] for r in rs if key in r]
+            cells.append(
+                f"{median(values):.1f} ({' '.join(f'{v:.1f}' for v in values)})" if values else "-"
+            )
         cpu = [r["cpu_ms_per_exec"]["api"] for r in rs if "api" in r["cpu_ms_per_exec"]]
         cells.append(f"{median(cpu):.2f} ({' '.join(f'{v:.1f}' for v in cpu)})" if cpu else "-")
         print(f"  {rate:>4.0f}/s  {mode:<14}{cells[0]:>24}{cells[1]:>24}{cells[2]:>18}")
     for (rate, mode), rs in runs.items():
-        base = runs.get((rate, "procrastinate"))
-        if mode == "procrastinate" or not base:
-            continue
-        pairs = [
-            a["row_to_exec_ms"]["p50"] / b["row_to_exec_ms"]["p50"]
-            for a, b in zip(rs, base, strict=False)
-        ]
-        print(
-            f"  row -> running at {rate:.0f}/s, {mode} / procrastinate = {median(pairs):.2f} "
-            f"(paired reps: {' '.join(f'{p:.2f}' for p in pairs)})"
-        )
+        for against in ("procrastinate", "floor"):
+            base = runs.get((rate, against))
+            if mode in ("procrastinate", "floor") or not base:
+                continue
+            pairs = [
+                a["row_to_exec_ms"]["p50"] / b["row_to_exec_ms"]["p50"]
+                for a, b in zip(rs, base, strict=False)
+            ]
+            print(
+                f"  row -> running at {rate:.0f}/s, {mode} / {against} = {median(pairs):.2f} "
+                f"(paired reps: {' '.join(f'{p:.2f}' for p in pairs)})"
+            )
 
 
 def print_logs(lg: dict, log_size: int) -> None:
