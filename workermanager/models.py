@@ -452,12 +452,17 @@ class Execution(ResourceLimits):
     effects of every transition in one place."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # No index of their own on job, worker and pipeline_run: execution_job_idx,
+    # execution_worker_idx and execution_run_job_idx lead with them (every lookup by one
+    # of them, a cascade's included, uses those), and every index is one more insert
+    # for each queued, claimed and settled execution.
     job = models.ForeignKey(
         "orchestrator.Job",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="executions",
+        db_index=False,
     )
     command = models.TextField(blank=True, default="")
     type = models.CharField(max_length=16, choices=CommandType.choices, default=CommandType.BASH)
@@ -481,6 +486,7 @@ class Execution(ResourceLimits):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="executions",
+        db_index=False,
     )
     attempt = models.PositiveIntegerField(default=1)
     retry_of = models.OneToOneField(
@@ -522,6 +528,7 @@ class Execution(ResourceLimits):
         on_delete=models.SET_NULL,
         related_name="executions",
         help_text="The pipeline run it is a job of.",
+        db_index=False,
     )
     outputs = models.JSONField(
         default=dict,
