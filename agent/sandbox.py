@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 # Where the execution's working directory appears inside the sandbox (and its HOME).
 SANDBOX_WORKDIR = "/workspace"
@@ -196,7 +196,7 @@ def prepare(
         command = [*_user_switch(config), *_bwrap_argv(config, workdir, network), "--", *argv]
         cwd = "/"
     else:
-        program = shutil.which(argv[0], path=env.get("PATH", os.defpath)) or argv[0]
+        program = _which_on(argv[0], env.get("PATH", os.defpath)) or argv[0]
         command = [program, *argv[1:]]
         cwd = workdir
 
@@ -280,6 +280,21 @@ def _bwrap_help(bwrap: str) -> str:
 def _which(name: str) -> str | None:
     found = shutil.which(name)
     return os.path.abspath(found) if found else None
+
+
+@lru_cache(maxsize=64)
+def _found_on(name: str, path: str) -> str | None:
+    return shutil.which(name, path=path)
+
+
+def _which_on(name: str, path: str) -> str | None:
+    """``name`` as a command's PATH finds it. A lookup walks PATH (eight stats for bash
+    on the default PATH, on every run): what it found is kept while it stays there."""
+    found = _found_on(name, path)
+    if found is not None and not os.access(found, os.X_OK):
+        _found_on.cache_clear()
+        found = _found_on(name, path)
+    return found
 
 
 def _need(name: str) -> str:

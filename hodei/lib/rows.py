@@ -172,11 +172,12 @@ def insert_statement(instance) -> tuple[str, list]:
     ``inserted``)."""
     model = type(instance)
     fields = model._meta.concrete_fields
-    key = (model, connection.vendor)
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the proxy looks it up again
+    key = (model, db.vendor)
     if key not in _inserts:
         if model._meta.db_returning_fields:
             raise ValueError(f"{model.__name__} has columns the database fills in")
-        quote = connection.ops.quote_name
+        quote = db.ops.quote_name
         _inserts[key] = (
             f"INSERT INTO {quote(model._meta.db_table)} "
             f"({', '.join(quote(f.column) for f in fields)}) "
@@ -188,7 +189,7 @@ def insert_statement(instance) -> tuple[str, list]:
     for field, attname, as_is in savers:
         value = instance.__dict__.get(attname, _MISSING)
         if type(value) not in as_is:
-            value = field.get_db_prep_save(field.pre_save(instance, True), connection)
+            value = field.get_db_prep_save(field.pre_save(instance, True), db)
         values.append(value)
     return sql, values
 

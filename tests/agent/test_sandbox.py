@@ -561,6 +561,30 @@ def test_isolation_none_runs_the_plain_command(run):
     assert r.finish() == (5, f"{r.workdir}\n", "")
 
 
+def test_isolation_none_finds_the_interpreter_again_once_it_has_gone(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+    path = f"{first}:{second}"
+
+    def interpreter(directory):
+        program = directory / "hodei-test-shell"
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+        return str(program)
+
+    def prepared_argv0():
+        config = SandboxConfig(isolation="none")
+        argv = ["hodei-test-shell", "-c", "true"]
+        return prepare(config, execution_id="x", argv=argv, env={"PATH": path}, workdir="/")
+
+    interpreter(second)
+    assert prepared_argv0().argv[0] == str(second / "hodei-test-shell")
+    os.remove(second / "hodei-test-shell")
+    interpreter(first)
+    assert prepared_argv0().argv[0] == str(first / "hodei-test-shell")
+
+
 def test_isolation_none_terminates_the_process_group(run):
     r = run("trap 'echo bye; exit 3' TERM; echo ready; sleep 30", config=NONE)
     assert r.wait_line() == "ready\n"
