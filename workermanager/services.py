@@ -72,7 +72,6 @@ def execution_enqueue(
         nullcontext() if alone else transaction.atomic(),
         tracing.tracer.start_as_current_span("execution.enqueue") as span,
     ):
-        now = clock.now()
         given = {
             "command": command,
             "type": type,
@@ -94,13 +93,16 @@ def execution_enqueue(
             status=S.PENDING if pending else S.QUEUED,
             schedule=schedule,
             scheduled_for=scheduled_for,
-            created_at=now,
-            available_at=available_at or now,
         )
         execution.with_secrets = with_secrets or not execution.own_command
         execution.trace_id, execution.trace_parent = tracing.current_ids()
         if retry_of is not None:
             _continue_budgets(execution, retry_of=retry_of, trigger=trigger)
+        # The clock is read last, just before the row is written: created_at is when the
+        # row was created (as procrastinate's is its INSERT's now()), not when building
+        # the execution began.
+        now = clock.now()
+        execution.created_at, execution.available_at = now, available_at or now
         if not execution.command.strip() and not pending:
             # Nothing to run (an empty build, as in Jenkins): done without a worker.
             execution.status, execution.exit_code = S.SUCCEEDED, 0
