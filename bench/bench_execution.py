@@ -1159,14 +1159,16 @@ def print_report(results, n_drain, reps, concurrencies, agents, rate, seconds, l
 
 def print_latency_medians(phases: list[dict]) -> None:
     """Per rate and runner, the median over the reps of each rep's p50, with each rep's;
-    then row created -> running against procrastinate, paired by rep."""
+    then row created -> running against procrastinate and the floor, paired by rep.
+    Server CPU is the worker manager's per execution: the POST, and with HTTP agents
+    also their long-polls and finishes."""
     runs: dict = {}  # (rate, mode) -> [phase of each rep]
     for lat in phases:
         runs.setdefault((lat["rate"], lat["mode"]), []).append(lat)
     reps = max(len(v) for v in runs.values())
     print(f"\n  Medians over {reps} rep(s) of each rep's p50 (each rep's in brackets), ms:")
-    head = ("send -> running", "row -> running", "api CPU")
-    print(f"  {'rate':>6}  {'runner':<14}{head[0]:>24}{head[1]:>24}{head[2]:>18}")
+    head = ("send -> running", "row -> running", "server CPU")
+    print(f"  {'rate':>6}  {'runner':<14}{head[0]:>26}{head[1]:>26}{head[2]:>24}")
     for (rate, mode), rs in runs.items():
         cells = []
         for key in ("latency_ms", "row_to_exec_ms"):
@@ -1176,7 +1178,7 @@ def print_latency_medians(phases: list[dict]) -> None:
             )
         cpu = [r["cpu_ms_per_exec"]["api"] for r in rs if "api" in r["cpu_ms_per_exec"]]
         cells.append(f"{median(cpu):.2f} ({' '.join(f'{v:.1f}' for v in cpu)})" if cpu else "-")
-        print(f"  {rate:>4.0f}/s  {mode:<14}{cells[0]:>24}{cells[1]:>24}{cells[2]:>18}")
+        print(f"  {rate:>4.0f}/s  {mode:<14}{cells[0]:>26}{cells[1]:>26}{cells[2]:>24}")
     for (rate, mode), rs in runs.items():
         for against in ("procrastinate", "floor"):
             base = runs.get((rate, against))
