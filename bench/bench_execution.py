@@ -845,7 +845,12 @@ def main() -> int:
         help="Hodei agent modes, comma-separated: db (database transport, --isolation none), "
         "http (hodei-agent over HTTP, --isolation none), db-sandbox (database, bubblewrap)",
     )
-    parser.add_argument("--reps", type=int, default=None, help="drain repetitions")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="repetitions of the drain (default 3, 1 with --quick) and of the latency (default 1)",
+    )
     parser.add_argument("--spawn-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -959,10 +964,11 @@ def main() -> int:
             say(f"dispatch latency: {rate:.0f}/s for {seconds:.0f} s through the API")
             # A light load first (10/s): the floor of the path, without queueing.
             phases = [(10.0, 5.0 if quick else 10.0), (rate, seconds)]
-            # Repeated like the drain, each rep running every mode and procrastinate in
-            # turn: paired runs share the machine's mood.
+            # Repeated (--reps; once without it: each rep runs every mode, procrastinate
+            # and the floor for 15-40 s each), each rep running them in turn: paired runs
+            # share the machine's mood.
             results["latency"] = []
-            for rep in range(reps):
+            for rep in range(args.reps or 1):
                 for mode in modes:
                     phase = latency(phases, agents, concurrencies[0], mode, server)
                     results["latency"] += [{**r, "rep": rep} for r in phase]
