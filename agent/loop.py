@@ -301,10 +301,11 @@ class Agent:
             self._kill(self.runs[execution_id], reason)
         return bool(verdicts)
 
-    def _free_slots(self) -> int:
+    def _free_slots(self, *, ending: int = 0) -> int:
+        """Slots free now, or once ``ending`` of the runs are forgotten."""
         if self.stopping_since is not None or self.is_draining:
             return 0
-        return self.config.concurrency - len(self.runs)
+        return self.config.concurrency - len(self.runs) + ending
 
     def claim(self, *, now: float) -> int:
         free = self._free_slots()
@@ -542,7 +543,7 @@ class Agent:
         # execution has seen all of its output.
         self._store(chunks)
         if reports:
-            self.transport.settle_many(reports)
+            self.transport.settle_many(reports, free_after=self._free_slots(ending=len(runs)))
         # Reported: only now may the runs be forgotten (a failed report is retried).
         for run in runs:
             assignment, code = run.assignment, run.process.returncode

@@ -320,24 +320,46 @@ class HttpTransport:
             return False
         return _recorded(reply.data, execution_id)
 
-    def settle_many(self, reports) -> list[bool]:
+    def settle_many(self, reports, *, free_after: int = 0) -> list[bool]:
         """Every run that ended in one turn of the loop, in one request (POST
         /finish). A TransportError leaves them all to the loop's next attempt: the server
         ignores a finish it has recorded already. Refused as a whole (one of them is no
-        longer this worker's): each is sent alone, so the others are still recorded."""
-        if len(reports) == 1:
-            return [self.settle(**reports[0])]
+        longer this worker's): each is sent alone, so the others are still recorded.
+
+        The last request also claims for the slots ``free_after`` leaves that no
+        long-poll in flight covers: what the server claims comes back with the results
+        (one round trip where a finish and a long-poll took two) and is what the next
+        ``claim`` returns. A lost answer loses those claims as a lost long-poll answer
+        would: the heartbeat's orphan check has them retried."""
         recorded: list[bool] = []
-        for start in range(0, len(reports), FINISH_BATCH):
-            batch = reports[start : start + FINISH_BATCH]
+        batches = [reports[i : i + FINISH_BATCH] for i in range(0, len(reports), FINISH_BATCH)]
+        for number, batch in enumerate(batches, 1):
+            claim = self._unclaimed(free_after) if number == len(batches) else 0
+            if len(batch) == 1 and not claim:
+                recorded.append(self.settle(**batch[0]))
+                continue
             body = {"reports": [{**r, "execution_id": str(r["execution_id"])} for r in batch]}
+            if claim:
+                body["claim"] = claim
             try:
                 reply = self._post(f"{API}/finish", body)
             except (RequestRefused, NotFoundError):
                 recorded += [self.settle(**report) for report in batch]
                 continue
             recorded += [_recorded(r, r.get("execution_id")) for r in reply.data.get("results", [])]
+            claimed = [Assignment.from_dict(row) for row in reply.data.get("executions", [])]
+            if claimed:
+                with self._lock:
+                    self._claimed.extend(claimed)
         return recorded
+
+    def _unclaimed(self, free: int) -> int:
+        """Of ``free`` slots, those neither a long-poll in flight nor claims not yet
+        taken by the loop already cover."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return max(0, free - self._claim_limit - len(self._claimed))
 
     def go_offline(self) -> None:
         self._post(f"{API}/offline", {})

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from agent.transport_http import HttpTransport
 from tests.conftest import ISOLATION
 from tests.factories import JobFactory
 from tests.processes import ROOT, free_port, start_service, stop, wait_for
@@ -143,6 +144,38 @@ def test_an_http_agent_runs_work_without_database_credentials_and_cancels(servic
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0, log_of(proc)
     assert Worker.objects.get(pk=worker.pk).status == WorkerStatus.OFFLINE
+
+
+def test_a_finish_brings_the_next_work_in_the_same_round_trip(service):
+    transport = HttpTransport(
+        server_url=service, registration_token=registration_token(worker_type="default")
+    )
+    transport.register(
+        type="default", name="finish-claims", labels={}, capacity=1, isolation="none"
+    )
+    try:
+        first, second, third = (execution_enqueue(command=f"echo {n}") for n in range(3))
+        # The first comes by a long-poll (its thread hands it over).
+        claimed = wait_for(lambda: transport.claim(limit=1), timeout=10)
+        assert [a.id for a in claimed] == [str(first.pk)]
+        report = {"execution_id": claimed[0].id, "status": "succeeded", "exit_code": 0}
+        report.update(error="", log_bytes=0, log_truncated=False, outputs={})
+
+        # Its finish frees the one slot: the server claims the next in the same answer,
+        # and the loop's next claim takes it without another request.
+        assert transport.settle_many([report], free_after=1) == [True]
+        assert [a.id for a in transport.claim(limit=1)] == [str(second.pk)]
+        assert transport._claim_limit == 0  # no long-poll was needed
+        statuses = dict(Execution.objects.values_list("pk", "status"))
+        assert [statuses[e.pk] for e in (first, second, third)] == [
+            "succeeded",
+            "running",
+            "queued",
+        ]
+        assert Execution.objects.get(pk=second.pk).worker.name == "finish-claims"
+    finally:
+        transport.go_offline()
+        transport.close()
 
 
 def test_manage_py_runworker_with_server_is_the_same_agent(service, agents):

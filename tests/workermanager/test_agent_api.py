@@ -407,6 +407,43 @@ def test_runs_that_ended_together_are_finished_in_one_request(agent):
     assert again["results"][0]["result"] == "ignored"
 
 
+def test_a_finish_can_carry_the_next_claim(agent):
+    worker, client = agent
+    running = start(ExecutionFactory(), worker=worker, now=clock.now())
+    queued = [execution_enqueue(command=f"echo {n}", type="bash") for n in range(3)]
+    report = {"execution_id": str(running.pk), "status": "succeeded", "exit_code": 0}
+
+    response = client.post(f"{API}/finish", {"reports": [report], "claim": 2}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["results"] == [
+        {"execution_id": str(running.pk), "result": "recorded", "status": "succeeded"}
+    ]
+    assert [e["id"] for e in body["executions"]] == [str(e.pk) for e in queued[:2]]  # oldest
+    assert body["executions"][0]["command"] == "echo 0"
+    statuses = dict(
+        Execution.objects.filter(pk__in=[e.pk for e in queued]).values_list("pk", "status")
+    )
+    assert [statuses[e.pk] for e in queued] == ["running", "running", "queued"]
+    assert Execution.objects.filter(worker=worker, status="running").count() == 2
+
+    # Without claim the answer is the results alone; a draining worker claims nothing.
+    mine = Execution.objects.get(pk=queued[0].pk)
+    report = {"execution_id": str(mine.pk), "status": "succeeded", "exit_code": 0}
+    assert (
+        "executions"
+        not in client.post(f"{API}/finish", {"reports": [report]}, format="json").json()
+    )
+    Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.DRAINING)
+    report = {"execution_id": str(queued[1].pk), "status": "succeeded", "exit_code": 0}
+    drained = client.post(f"{API}/finish", {"reports": [report], "claim": 5}, format="json")
+    assert drained.json()["executions"] == []
+    assert Execution.objects.get(pk=queued[2].pk).status == ExecutionStatus.QUEUED
+
+    bad = client.post(f"{API}/finish", {"reports": [report], "claim": -1}, format="json")
+    assert bad.status_code == 400 and "claim" in bad.json()["fields"]
+
+
 def test_a_finish_batch_with_another_workers_execution_records_none(agent):
     worker, client = agent
     mine = start(ExecutionFactory(), worker=worker, now=clock.now())

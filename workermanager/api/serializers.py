@@ -378,6 +378,15 @@ class AgentFinishManyInputSerializer(serializers.Serializer):
     reports = AgentFinishReportSerializer(
         many=True, allow_empty=False, max_length=MAX_FINISH_REPORTS
     )
+    claim = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=1024,
+        default=0,
+        help_text="Also claim up to this many queued executions (the slots these runs "
+        "free), answered in executions at once, without waiting: the next claim in the "
+        "same round trip.",
+    )
 
 
 class AgentFinishResultSerializer(AgentFinishSerializer):
@@ -386,6 +395,9 @@ class AgentFinishResultSerializer(AgentFinishSerializer):
 
 class AgentFinishManySerializer(serializers.Serializer):
     results = AgentFinishResultSerializer(many=True, help_text="In the order of the reports.")
+    executions = AgentAssignmentSerializer(
+        many=True, required=False, help_text="What was claimed, when claim was asked."
+    )
 
 
 class WorkerPoolSerializer(serializers.ModelSerializer):

@@ -504,9 +504,12 @@ class AgentViewSet(viewsets.ViewSet):
     def finish_many(self, request):
         """``finish`` for several runs that ended together (up to 100), recorded in one
         transaction; each result says whether its report was recorded or ignored. 403
-        if any is another worker's execution (then none is recorded)."""
-        reports = validated(AgentFinishManyInputSerializer, request.data)["reports"]
-        settled = agent_protocol.agent_settle_reporting(worker=request.user.worker, reports=reports)
+        if any is another worker's execution (then none is recorded). With ``claim``,
+        also claims up to that many queued executions once they are recorded, as
+        ``claim`` with no wait would: an agent's next claim in the same round trip."""
+        data = validated(AgentFinishManyInputSerializer, request.data)
+        reports, worker = data["reports"], request.user.worker
+        settled = agent_protocol.agent_settle_reporting(worker=worker, reports=reports)
         results = [
             {
                 "execution_id": report["execution_id"],
@@ -515,7 +518,12 @@ class AgentViewSet(viewsets.ViewSet):
             }
             for report, (recorded, status_now) in zip(reports, settled, strict=True)
         ]
-        return Response(AgentFinishManySerializer({"results": results}).data)
+        body = {"results": results}
+        if data["claim"]:
+            # The authentication has just checked the credential, as before a long-poll's
+            # first claim; a draining or offline worker gets nothing (agent_claim).
+            body["executions"] = agent_protocol.agent_claim(worker=worker, limit=data["claim"])
+        return Response(AgentFinishManySerializer(body).data)
 
     @extend_schema(request=None, responses={204: None})
     @action(detail=False, methods=["post"])
