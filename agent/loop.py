@@ -539,11 +539,16 @@ class Agent:
                         "outputs": run.outputs,
                     }
                 )
-        # Every chunk is stored before the outcome: a reader that sees a finished
-        # execution has seen all of its output.
-        self._store(chunks)
+        # Every chunk is stored before the outcome (by the report's own request where
+        # the transport can): a reader that sees a finished execution has seen all of
+        # its output. Chunks not stored stay for the next attempt.
         if reports:
-            self.transport.settle_many(reports, free_after=self._free_slots(ending=len(runs)))
+            self.unstored.extend(chunks)
+            free_after = self._free_slots(ending=len(runs))
+            self.transport.settle_many(reports, free_after=free_after, chunks=self.unstored)
+            self.unstored = []
+        else:
+            self._store(chunks)
         # Reported: only now may the runs be forgotten (a failed report is retried).
         for run in runs:
             assignment, code = run.assignment, run.process.returncode

@@ -96,12 +96,15 @@ class Transport(Protocol):
         outputs: dict[str, str],
     ) -> bool: ...
 
-    def settle_many(self, reports: list[dict], *, free_after: int = 0) -> list[bool]:
+    def settle_many(
+        self, reports: list[dict], *, free_after: int = 0, chunks: list = ()
+    ) -> list[bool]:
         """``settle`` for several runs at once (``execution_id`` plus settle's keywords
         each): whether each was recorded. All or none: a TransportError leaves every
-        one to report again. ``free_after``: the slots the agent has free once these
-        are settled; a transport may claim for them in the same round trip, and hands
-        what it claimed to the next ``claim``."""
+        one to report again. ``chunks``: output to store first (``store_logs``'s), in
+        the same round trip where the transport can. ``free_after``: the slots the
+        agent has free once these are settled; a transport may claim for them in the
+        same round trip, and hands what it claimed to the next ``claim``."""
         ...
 
     def go_offline(self) -> None: ...

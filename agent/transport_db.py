@@ -94,9 +94,10 @@ class DatabaseTransport:
     def settle(self, **report) -> bool:
         return self._call(agent_protocol.agent_settle, worker=self.worker, **report)
 
-    def settle_many(self, reports, *, free_after: int = 0) -> list[bool]:
+    def settle_many(self, reports, *, free_after: int = 0, chunks=()) -> list[bool]:
         # free_after is for transports whose claims are requests of their own (HTTP):
         # the next claim here is one statement anyway.
+        self.store_logs(chunks)
         return self._call(agent_protocol.agent_settle_many, worker=self.worker, reports=reports)
 
     def go_offline(self) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger("hodei.agent")
 
 API = "/api/v1/agent"
 FINISH_BATCH = 100  # reports per POST /finish (the server takes up to 100)
+MAX_FINISH_CHUNKS = 10_000  # output chunks a finish may carry (as a POST /logs)
 CLAIM_WAIT_SECONDS = 30.0  # what the server allows at most
 REQUEST_TIMEOUT_SECONDS = 15.0
 # A request body the server takes (its HODEI_MAX_BODY_BYTES is 1 MiB by default): log
@@ -131,6 +132,20 @@ class _Connection:
         except ValueError:
             data = {"detail": raw[:200].decode(errors="replace")}
         return response.status, data if isinstance(data, dict) else {"detail": str(data)}
+
+
+def _chunk_entries(chunks):
+    """Each (execution id, chunk) as the logs and finish requests send it, with its size
+    in the request."""
+    for execution_id, chunk in chunks:
+        entry = {
+            "execution_id": execution_id,
+            "seq": chunk.seq,
+            "stream": chunk.stream,
+            "message": chunk.message,
+            "created_at": chunk.created_at,
+        }
+        yield entry, len(json.dumps(entry, ensure_ascii=False).encode())
 
 
 def _recorded(result: dict, execution_id) -> bool:
@@ -276,15 +291,7 @@ class HttpTransport:
 
     def store_logs(self, chunks) -> None:
         batch, size = [], 0
-        for execution_id, chunk in chunks:
-            entry = {
-                "execution_id": execution_id,
-                "seq": chunk.seq,
-                "stream": chunk.stream,
-                "message": chunk.message,
-                "created_at": chunk.created_at,
-            }
-            entry_size = len(json.dumps(entry, ensure_ascii=False).encode())
+        for entry, entry_size in _chunk_entries(chunks):
             if batch and size + entry_size > LOG_BATCH_BYTES:
                 self._store_batch(batch)
                 batch, size = [], 0
@@ -320,11 +327,14 @@ class HttpTransport:
             return False
         return _recorded(reply.data, execution_id)
 
-    def settle_many(self, reports, *, free_after: int = 0) -> list[bool]:
+    def settle_many(self, reports, *, free_after: int = 0, chunks=()) -> list[bool]:
         """Every run that ended in one turn of the loop, in one request (POST
-        /finish). A TransportError leaves them all to the loop's next attempt: the server
-        ignores a finish it has recorded already. Refused as a whole (one of them is no
-        longer this worker's): each is sent alone, so the others are still recorded.
+        /finish), with their last output (``chunks``) when it fits one request (the
+        server stores it first), else stored before. A TransportError leaves them all
+        to the loop's next attempt: the server ignores a finish it has recorded already,
+        and skips chunks it has. Refused as a whole (one of them is no longer this
+        worker's): the output is stored as ``store_logs`` would and each run is reported
+        alone, so the others are still recorded.
 
         The last request also claims for the slots ``free_after`` leaves that no
         long-poll in flight covers: what the server claims comes back with the results
@@ -333,17 +343,30 @@ class HttpTransport:
         would: the heartbeat's orphan check has them retried."""
         recorded: list[bool] = []
         batches = [reports[i : i + FINISH_BATCH] for i in range(0, len(reports), FINISH_BATCH)]
+        sized = list(_chunk_entries(chunks))
+        entries = [entry for entry, _ in sized]
+        if entries and (
+            len(batches) > 1
+            or len(entries) > MAX_FINISH_CHUNKS
+            or sum(size for _, size in sized) > LOG_BATCH_BYTES
+        ):
+            self.store_logs(chunks)
+            entries = []
         for number, batch in enumerate(batches, 1):
             claim = self._unclaimed(free_after) if number == len(batches) else 0
-            if len(batch) == 1 and not claim:
+            if len(batch) == 1 and not claim and not entries:
                 recorded.append(self.settle(**batch[0]))
                 continue
             body = {"reports": [{**r, "execution_id": str(r["execution_id"])} for r in batch]}
+            if entries:
+                body["chunks"] = entries
             if claim:
                 body["claim"] = claim
             try:
                 reply = self._post(f"{API}/finish", body)
             except (RequestRefused, NotFoundError):
+                if entries:
+                    self.store_logs(chunks)
                 recorded += [self.settle(**report) for report in batch]
                 continue
             recorded += [_recorded(r, r.get("execution_id")) for r in reply.data.get("results", [])]

@@ -26,7 +26,7 @@ from tests.processes import ROOT, free_port, start_service, stop, wait_for
 from workermanager import credentials
 from workermanager.choices import ExecutionStatus, WorkerStatus
 from workermanager.models import Execution, Worker
-from workermanager.services import execution_cancel, execution_enqueue
+from workermanager.services import LogChunk, execution_cancel, execution_enqueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -161,9 +161,13 @@ def test_a_finish_brings_the_next_work_in_the_same_round_trip(service):
         report = {"execution_id": claimed[0].id, "status": "succeeded", "exit_code": 0}
         report.update(error="", log_bytes=0, log_truncated=False, outputs={})
 
-        # Its finish frees the one slot: the server claims the next in the same answer,
-        # and the loop's next claim takes it without another request.
-        assert transport.settle_many([report], free_after=1) == [True]
+        # Its finish, with its last output, frees the one slot: the server stores the
+        # output, records the outcome and claims the next in the same answer, and the
+        # loop's next claim takes it without another request.
+        output = LogChunk(seq=0, stream="stdout", message="0\n", created_at=time.time())
+        done = transport.settle_many([report], free_after=1, chunks=[(claimed[0].id, output)])
+        assert done == [True]
+        assert list(first.logs.values_list("message", flat=True)) == ["0\n"]
         assert [a.id for a in transport.claim(limit=1)] == [str(second.pk)]
         assert transport._claim_limit == 0  # no long-poll was needed
         statuses = dict(Execution.objects.values_list("pk", "status"))

@@ -444,6 +444,40 @@ def test_a_finish_can_carry_the_next_claim(agent):
     assert bad.status_code == 400 and "claim" in bad.json()["fields"]
 
 
+def test_a_finish_can_carry_the_runs_last_output(agent):
+    worker, client = agent
+    mine = start(ExecutionFactory(), worker=worker, now=clock.now())
+    other = start(ExecutionFactory(), worker=WorkerFactory(), now=clock.now())
+
+    def chunk(execution, seq):
+        return {
+            "execution_id": str(execution.pk),
+            "seq": seq,
+            "stream": "stdout",
+            "message": f"line {seq}\n",
+            "created_at": time.time(),
+        }
+
+    report = {"execution_id": str(mine.pk), "status": "succeeded", "exit_code": 0}
+    # A chunk of another worker's execution: 403, nothing stored and nothing recorded.
+    refused = {"reports": [report], "chunks": [chunk(mine, 0), chunk(other, 0)]}
+    assert client.post(f"{API}/finish", refused, format="json").status_code == 403
+    assert not mine.logs.exists() and not other.logs.exists()
+    assert Execution.objects.get(pk=mine.pk).status == ExecutionStatus.RUNNING
+
+    body = {"reports": [report], "chunks": [chunk(mine, 0), chunk(mine, 1)]}
+    response = client.post(f"{API}/finish", body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["results"][0]["result"] == "recorded"
+    assert list(mine.logs.order_by("seq").values_list("message", flat=True)) == [
+        "line 0\n",
+        "line 1\n",
+    ]
+    # Sent again (the answer was lost): neither the output nor the outcome changes.
+    again = client.post(f"{API}/finish", body, format="json").json()
+    assert again["results"][0]["result"] == "ignored" and mine.logs.count() == 2
+
+
 def test_a_finish_batch_with_another_workers_execution_records_none(agent):
     worker, client = agent
     mine = start(ExecutionFactory(), worker=worker, now=clock.now())

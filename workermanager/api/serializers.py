@@ -378,6 +378,14 @@ class AgentFinishManyInputSerializer(serializers.Serializer):
     reports = AgentFinishReportSerializer(
         many=True, allow_empty=False, max_length=MAX_FINISH_REPORTS
     )
+    chunks = AgentLogChunkSerializer(
+        many=True,
+        required=False,
+        default=list,
+        max_length=10_000,
+        help_text="Output chunks to store first, as POST logs would (their last output): "
+        "stored before the reports are recorded.",
+    )
     claim = serializers.IntegerField(
         required=False,
         min_value=0,

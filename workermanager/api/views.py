@@ -461,19 +461,9 @@ class AgentViewSet(viewsets.ViewSet):
         network error never duplicates or reorders a line. 403 if any chunk is of
         another worker's execution (then none is stored)."""
         chunks = validated(AgentLogsInputSerializer, request.data)["chunks"]
-        pairs = [
-            (
-                str(c["execution_id"]),
-                services.LogChunk(
-                    seq=c["seq"],
-                    stream=c["stream"],
-                    message=c["message"],
-                    created_at=c["created_at"],
-                ),
-            )
-            for c in chunks
-        ]
-        stored = agent_protocol.agent_store_logs(worker=request.user.worker, chunks=pairs)
+        stored = agent_protocol.agent_store_logs(
+            worker=request.user.worker, chunks=_log_chunks(chunks)
+        )
         return Response(AgentLogsSerializer({"stored_bytes": stored}).data)
 
     @extend_schema(
@@ -504,11 +494,16 @@ class AgentViewSet(viewsets.ViewSet):
     def finish_many(self, request):
         """``finish`` for several runs that ended together (up to 100), recorded in one
         transaction; each result says whether its report was recorded or ignored. 403
-        if any is another worker's execution (then none is recorded). With ``claim``,
-        also claims up to that many queued executions once they are recorded, as
-        ``claim`` with no wait would: an agent's next claim in the same round trip."""
+        if any is another worker's execution (then none is recorded). With ``chunks``,
+        stores their last output first, as ``logs`` would (403, and nothing stored or
+        recorded, for a chunk of another worker's execution). With ``claim``, also
+        claims up to that many queued executions once they are recorded, as ``claim``
+        with no wait would: an agent's next claim in the same round trip."""
         data = validated(AgentFinishManyInputSerializer, request.data)
         reports, worker = data["reports"], request.user.worker
+        if data["chunks"]:
+            # Their output first: a reader that sees a run finished has seen all of it.
+            agent_protocol.agent_store_logs(worker=worker, chunks=_log_chunks(data["chunks"]))
         settled = agent_protocol.agent_settle_reporting(worker=worker, reports=reports)
         results = [
             {
@@ -532,3 +527,16 @@ class AgentViewSet(viewsets.ViewSet):
         (and retried)."""
         agent_protocol.agent_go_offline(worker=request.user.worker)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _log_chunks(chunks: list[dict]) -> list[tuple[str, services.LogChunk]]:
+    """Validated output chunks as agent_store_logs takes them."""
+    return [
+        (
+            str(c["execution_id"]),
+            services.LogChunk(
+                seq=c["seq"], stream=c["stream"], message=c["message"], created_at=c["created_at"]
+            ),
+        )
+        for c in chunks
+    ]
