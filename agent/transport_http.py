@@ -363,7 +363,17 @@ class HttpTransport:
             if claim:
                 body["claim"] = claim
             try:
-                reply = self._post(f"{API}/finish", body)
+                try:
+                    reply = self._post(f"{API}/finish", body)
+                except TooLarge:
+                    if not entries:
+                        raise
+                    # Too much with the output: the output apart (store_logs splits it
+                    # as the server takes it), then the reports alone.
+                    self.store_logs(chunks)
+                    entries = []
+                    del body["chunks"]
+                    reply = self._post(f"{API}/finish", body)
             except (RequestRefused, NotFoundError):
                 if entries:
                     self.store_logs(chunks)

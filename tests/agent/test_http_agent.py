@@ -182,6 +182,46 @@ def test_a_finish_brings_the_next_work_in_the_same_round_trip(service):
         transport.close()
 
 
+def test_a_finish_too_large_with_its_output_sends_the_output_apart(service):
+    transport = HttpTransport(
+        server_url=service, registration_token=registration_token(worker_type="default")
+    )
+    transport.register(type="default", name="big-finish", labels={}, capacity=14, isolation="none")
+    try:
+        for n in range(14):
+            execution_enqueue(command=f"echo {n}")
+        claimed = []
+        wait_for(
+            lambda: claimed.extend(transport.claim(limit=14 - len(claimed))) or len(claimed) == 14
+        )
+        # 14 reports of 64 KiB outputs (900 KiB) fit the server's 1 MiB; with 200 KiB of
+        # output they do not: the server answers 413.
+        reports = [
+            {
+                "execution_id": a.id,
+                "status": "succeeded",
+                "exit_code": 0,
+                "error": "",
+                "log_bytes": 0,
+                "log_truncated": False,
+                "outputs": {"BIG": "x" * 64_000},
+            }
+            for a in claimed
+        ]
+        line = "y" * 99 + "\n"
+        chunks = [
+            (a.id, LogChunk(seq=0, stream="stdout", message=line * 140, created_at=time.time()))
+            for a in claimed
+        ]
+        assert transport.settle_many(reports, chunks=chunks) == [True] * 14
+        done = Execution.objects.filter(pk__in=[a.id for a in claimed])
+        assert {e.status for e in done} == {ExecutionStatus.SUCCEEDED}
+        assert all(e.logs.get().message == line * 140 for e in done)
+    finally:
+        transport.go_offline()
+        transport.close()
+
+
 def test_manage_py_runworker_with_server_is_the_same_agent(service, agents):
     worker, credential = credentials.worker_enroll(
         name="via-manage-py", type="default", labels={}, capacity=1
