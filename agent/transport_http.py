@@ -354,37 +354,40 @@ class HttpTransport:
             entries = []
         for number, batch in enumerate(batches, 1):
             claim = self._unclaimed(free_after) if number == len(batches) else 0
-            if len(batch) == 1 and not claim and not entries:
-                recorded.append(self.settle(**batch[0]))
-                continue
-            body = {"reports": [{**r, "execution_id": str(r["execution_id"])} for r in batch]}
-            if entries:
-                body["chunks"] = entries
-            if claim:
-                body["claim"] = claim
-            try:
-                try:
-                    reply = self._post(f"{API}/finish", body)
-                except TooLarge:
-                    if not entries:
-                        raise
-                    # Too much with the output: the output apart (store_logs splits it
-                    # as the server takes it), then the reports alone.
-                    self.store_logs(chunks)
-                    entries = []
-                    del body["chunks"]
-                    reply = self._post(f"{API}/finish", body)
-            except (RequestRefused, NotFoundError):
-                if entries:
-                    self.store_logs(chunks)
-                recorded += [self.settle(**report) for report in batch]
-                continue
-            recorded += [_recorded(r, r.get("execution_id")) for r in reply.data.get("results", [])]
-            claimed = [Assignment.from_dict(row) for row in reply.data.get("executions", [])]
-            if claimed:
-                with self._lock:
-                    self._claimed.extend(claimed)
+            recorded += self._finish(batch, entries=entries, chunks=chunks, claim=claim)
         return recorded
+
+    def _finish(self, batch: list[dict], *, entries: list, chunks, claim: int) -> list[bool]:
+        """One POST /finish. Too large for the server (413): the output apart first (as
+        ``store_logs`` splits it), then the reports in halves, down to one each."""
+        if len(batch) == 1 and not claim and not entries:
+            return [self.settle(**batch[0])]
+        body = {"reports": [{**r, "execution_id": str(r["execution_id"])} for r in batch]}
+        if entries:
+            body["chunks"] = entries
+        if claim:
+            body["claim"] = claim
+        try:
+            reply = self._post(f"{API}/finish", body)
+        except TooLarge:
+            if entries:
+                self.store_logs(chunks)
+                return self._finish(batch, entries=[], chunks=chunks, claim=claim)
+            if len(batch) == 1:
+                raise
+            half = len(batch) // 2
+            return self._finish(batch[:half], entries=[], chunks=chunks, claim=0) + self._finish(
+                batch[half:], entries=[], chunks=chunks, claim=claim
+            )
+        except (RequestRefused, NotFoundError):
+            if entries:
+                self.store_logs(chunks)
+            return [self.settle(**report) for report in batch]
+        claimed = [Assignment.from_dict(row) for row in reply.data.get("executions", [])]
+        if claimed:
+            with self._lock:
+                self._claimed.extend(claimed)
+        return [_recorded(r, r.get("execution_id")) for r in reply.data.get("results", [])]
 
     def _unclaimed(self, free: int) -> int:
         """Of ``free`` slots, those neither a long-poll in flight nor claims not yet

@@ -182,41 +182,49 @@ def test_a_finish_brings_the_next_work_in_the_same_round_trip(service):
         transport.close()
 
 
-def test_a_finish_too_large_with_its_output_sends_the_output_apart(service):
+def big_finish(service, runs: int, *, output_bytes: int):
+    """A transport holding ``runs`` claimed executions, and a report of each with
+    $HODEI_OUTPUT values of 64 KB and an output chunk of ``output_bytes``."""
     transport = HttpTransport(
         server_url=service, registration_token=registration_token(worker_type="default")
     )
-    transport.register(type="default", name="big-finish", labels={}, capacity=14, isolation="none")
+    transport.register(
+        type="default", name="big-finish", labels={}, capacity=runs, isolation="none"
+    )
+    for n in range(runs):
+        execution_enqueue(command=f"echo {n}")
+    claimed = []
+    wait_for(
+        lambda: claimed.extend(transport.claim(limit=runs - len(claimed))) or len(claimed) == runs
+    )
+    report = {"status": "succeeded", "exit_code": 0, "error": "", "log_bytes": 0}
+    report.update(log_truncated=False, outputs={"BIG": "x" * 64_000})
+    reports = [{**report, "execution_id": a.id} for a in claimed]
+    message = "y" * output_bytes
+    chunks = [
+        (a.id, LogChunk(seq=0, stream="stdout", message=message, created_at=time.time()))
+        for a in claimed
+    ]
+    return transport, reports, chunks, message
+
+
+@pytest.mark.parametrize(
+    "runs, output_bytes",
+    [
+        # 900 KB of reports fit the server's 1 MiB; with 200 KB of output they do not.
+        (14, 14_000),
+        # 1.1 MB of reports alone do not fit: they go in halves.
+        (17, 100),
+    ],
+)
+def test_a_finish_too_large_for_the_server_is_sent_in_parts(service, runs, output_bytes):
+    transport, reports, chunks, message = big_finish(service, runs, output_bytes=output_bytes)
     try:
-        for n in range(14):
-            execution_enqueue(command=f"echo {n}")
-        claimed = []
-        wait_for(
-            lambda: claimed.extend(transport.claim(limit=14 - len(claimed))) or len(claimed) == 14
-        )
-        # 14 reports of 64 KiB outputs (900 KiB) fit the server's 1 MiB; with 200 KiB of
-        # output they do not: the server answers 413.
-        reports = [
-            {
-                "execution_id": a.id,
-                "status": "succeeded",
-                "exit_code": 0,
-                "error": "",
-                "log_bytes": 0,
-                "log_truncated": False,
-                "outputs": {"BIG": "x" * 64_000},
-            }
-            for a in claimed
-        ]
-        line = "y" * 99 + "\n"
-        chunks = [
-            (a.id, LogChunk(seq=0, stream="stdout", message=line * 140, created_at=time.time()))
-            for a in claimed
-        ]
-        assert transport.settle_many(reports, chunks=chunks) == [True] * 14
-        done = Execution.objects.filter(pk__in=[a.id for a in claimed])
-        assert {e.status for e in done} == {ExecutionStatus.SUCCEEDED}
-        assert all(e.logs.get().message == line * 140 for e in done)
+        assert transport.settle_many(reports, chunks=chunks) == [True] * runs
+        done = Execution.objects.filter(pk__in=[r["execution_id"] for r in reports])
+        assert [e.status for e in done] == [ExecutionStatus.SUCCEEDED] * runs
+        assert all(e.logs.get().message == message for e in done)
+        assert all(len(e.outputs["BIG"]) == 64_000 for e in done)
     finally:
         transport.go_offline()
         transport.close()
