@@ -448,6 +448,31 @@ def tree_cpu(pid: int) -> float:
     return total + sum(tree_cpu(c) for c in children)
 
 
+def wait_none_left(conn, table: str, pending: str, ids: list) -> None:
+    """Until none of the rows ``ids`` of ``table`` has a status in ``pending`` (an SQL
+    list)."""
+
+    def none_left():
+        left = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE id = ANY(%s) AND status IN {pending}", [ids]
+        ).fetchone()[0]
+        return True if left == 0 else None
+
+    wait_until(none_left, timeout=60)
+
+
+def ran_at(outputs: list[str]) -> dict[int, float]:
+    """Job id -> when its program ran, from the ``ran JOB_ID TIME`` lines runners print
+    (bench_procrastinate.py's jobs, bench_floor.py's runner)."""
+    ran = {}
+    for output in outputs:
+        for line in output.splitlines():
+            if line.startswith("ran "):
+                _, job, value = line.split()
+                ran[int(job)] = float(value.replace(",", "."))
+    return ran
+
+
 def summary(values: list[float]) -> dict:
     return {
         "p50": pct(values, 50),
@@ -472,16 +497,7 @@ def latency_phase(client, pool, api, agents, rate: float, seconds: float) -> dic
     sent = open_loop(client, pool, rate, seconds)
     ids = [r["id"] for r in sent if r["id"]]
     with connect(DB) as conn:
-
-        def done():
-            left = conn.execute(
-                "SELECT count(*) FROM workermanager_execution "
-                "WHERE id = ANY(%s) AND status IN ('queued', 'running')",
-                [ids],
-            ).fetchone()[0]
-            return True if left == 0 else None
-
-        wait_until(done, timeout=60)
+        wait_none_left(conn, "workermanager_execution", "('queued', 'running')", ids)
         cpu1 = cpu_snapshot()
         rows = conn.execute(
             "SELECT e.id::text, e.status, extract(epoch FROM e.created_at), "
@@ -623,16 +639,7 @@ def procrastinate_latency_phase(procs: list, rate: float, seconds: float) -> dic
     sent = procrastinate_pace(rate, seconds)
     ids = [job for job, _ in sent]
     with connect(PDB) as conn:
-
-        def finished():
-            left = conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs "
-                "WHERE id = ANY(%s) AND status IN ('todo', 'doing')",
-                [ids],
-            ).fetchone()[0]
-            return True if left == 0 else None
-
-        wait_until(finished, timeout=60)
+        wait_none_left(conn, "procrastinate_jobs", "('todo', 'doing')", ids)
         events = conn.execute(
             "SELECT job_id, extract(epoch FROM min(at) FILTER (WHERE type = 'deferred')), "
             "extract(epoch FROM min(at) FILTER (WHERE type = 'started')) "
@@ -640,12 +647,7 @@ def procrastinate_latency_phase(procs: list, rate: float, seconds: float) -> dic
             [ids],
         ).fetchall()
     cpu1 = [p.cpu() or (0.0, 0.0) for p in procs]
-    ran = {}  # job id -> when its program ran (what it printed)
-    for p in procs:
-        for line in p.output().splitlines():
-            if line.startswith("ran "):
-                _, job, value = line.split()
-                ran[int(job)] = float(value.replace(",", "."))
+    ran = ran_at([p.output() for p in procs])
     times = {job: (float(d), float(st)) for job, d, st in events if d and st}
     lat, enq, claim, spawn, row = [], [], [], [], []
     for job, t_send in sent:
@@ -700,15 +702,12 @@ def latency_floor(phases: list[tuple[float, float]]) -> list[dict]:
             bench_floor.pace(DATABASE_URL, rate, seconds)
             bounds.append((rate, seconds, first, bench_floor.last_id(DATABASE_URL)))
             time.sleep(1.0)
-        found = bench_floor.rows(DATABASE_URL, bounds[0][2])
-        wait_until(lambda: True if all(r[2] for r in found) else None, timeout=1)
+        # Every row claimed before the runner stops (it prints what ran as it stops).
+        wait_until(lambda: True if not bench_floor.unclaimed(DATABASE_URL) else None, timeout=60)
     finally:
         runner.stop()
-    ran = {}
-    for line in runner.output().splitlines():
-        if line.startswith("ran "):
-            _, job, value = line.split()
-            ran[int(job)] = float(value.replace(",", "."))
+    found = bench_floor.rows(DATABASE_URL, bounds[0][2])
+    ran = ran_at([runner.output()])
     out = []
     for rate, seconds, first, last in bounds:
         claim, spawn, row = [], [], []

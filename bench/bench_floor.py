@@ -106,6 +106,11 @@ def rows(dsn: str, since: int) -> list[tuple[int, float, float]]:
         ).fetchall()
 
 
+def unclaimed(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM {TABLE} WHERE started IS NULL").fetchone()[0]
+
+
 def last_id(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()[0]
