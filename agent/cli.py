@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, http_only: bool = False) -
         "sandbox. none: plain processes of the agent's own user, which can read the "
         "agent's environment and files and signal it: trusted commands only.",
     )
+    parser.add_argument(
+        "--spare-shells",
+        type=int,
+        default=None,
+        help="With isolation none: bash processes kept started for the next commands, "
+        "which then start in about 0.3 ms instead of 2 (HODEI_SPARE_SHELLS, default 1; "
+        "0 for none).",
+    )
     http = parser.add_argument_group(
         "over HTTP" + ("" if http_only else " (instead of the database)")
     )
@@ -144,7 +152,7 @@ def config_of(options: dict, *, default_name: str = "") -> AgentConfig:
     if not 1 <= options["concurrency"] <= 1024:
         raise SetupError("--concurrency must be between 1 and 1024")
     try:
-        return AgentConfig.from_env(
+        config = AgentConfig.from_env(
             type=options.get("type") or "",
             name=options.get("name") or default_name,
             concurrency=options["concurrency"],
@@ -153,9 +161,13 @@ def config_of(options: dict, *, default_name: str = "") -> AgentConfig:
             poll_seconds=options.get("poll_seconds"),
             shutdown_grace_seconds=options.get("shutdown_grace_seconds"),
             isolation=options.get("isolation"),
+            spare_shells=options.get("spare_shells"),
         )
     except ValueError as exc:
         raise SetupError(str(exc)) from None
+    if not 0 <= config.spare_shells <= 64:
+        raise SetupError("--spare-shells (HODEI_SPARE_SHELLS) must be between 0 and 64")
+    return config
 
 
 def refuse_without_sandbox(config: AgentConfig) -> None:

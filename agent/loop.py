@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from agent.output import OutputCapture
-from agent.process import CommandProcess, command_env, remove_spare_workdirs
+from agent.process import CommandProcess, command_env, remove_kept_workdirs
 from agent.sandbox import Limits, SandboxConfig, SandboxError
+from agent.spare import SpareShells
 from agent.transport import Assignment, Rejected, Transport, TransportError
 from telemetry.logs import register_secret
 from telemetry.tracing import start_span_in
@@ -75,6 +76,8 @@ class AgentConfig:
     isolation: str = "sandbox"  # or "none": plain processes of the agent's own user
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
+    # Bash processes kept started for the next commands (isolation "none"; agent.spare).
+    spare_shells: int = 1
 
     # field -> the environment variable that sets it (the control plane reads the same
     # variables: both sides must agree on the heartbeat interval, for instance).
@@ -89,6 +92,7 @@ class AgentConfig:
         "isolation": "HODEI_ISOLATION",
         "sandbox_uid": "HODEI_SANDBOX_UID",
         "sandbox_gid": "HODEI_SANDBOX_GID",
+        "spare_shells": "HODEI_SPARE_SHELLS",
     }
 
     @classmethod
@@ -129,6 +133,9 @@ class Agent:
         self.is_draining = False
         # Output taken from the commands but not yet stored: kept until a store works.
         self.unstored: list = []
+        self.spares = SpareShells(
+            count=config.spare_shells, workdir_root=config.workdir_root, config=config.sandbox
+        )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -227,6 +234,8 @@ class Agent:
         self.heartbeat(now=now)
         self.control(now=now)
         self.claim(now=now)
+        if not self.wanted:  # about to wait: the next command's shell is started now
+            self.spares.fill(room=self._free_slots())
         self.wait_io(timeout=self._wait_timeout() if timeout is None else timeout)
         now = time.monotonic()
         self.enforce_deadlines(now=now)
@@ -259,7 +268,8 @@ class Agent:
             self.enforce_deadlines(now=time.monotonic())
             self._best_effort(self.settle_finished)
         self._best_effort(lambda: self.flush(now=time.monotonic(), final=True))
-        remove_spare_workdirs()
+        self.spares.close()
+        remove_kept_workdirs()
         if self.worker_id is not None and not self.stop_reason:
             self._best_effort(self.transport.go_offline)
             log.info("agent %s stopped", self.name)
@@ -353,6 +363,7 @@ class Agent:
                 env=command_env(assignment, config=self.config.sandbox),
                 workdir_root=self.config.workdir_root,
                 config=self.config.sandbox,
+                spares=self.spares,
                 network=assignment.network,
                 limits=Limits(
                     memory_limit_mb=assignment.memory_limit_mb,

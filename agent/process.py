@@ -32,15 +32,21 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def command_env(assignment, *, config: sandbox.SandboxConfig | None = None) -> dict[str, str]:
-    """The agent's basics, the execution's variables (its job's, with the run's
-    overrides), the job's secrets, and Hodei's own."""
+def agent_env(config: sandbox.SandboxConfig | None = None) -> dict[str, str]:
+    """What every command gets from the agent: its basics (or the sandbox's)."""
     sandboxed = config is not None and config.isolation == "sandbox"
     inherited = SANDBOX_INHERITED_ENV if sandboxed else INHERITED_ENV
     env = {name: os.environ[name] for name in inherited if name in os.environ}
     if sandboxed:
         env.update(PATH=SYSTEM_PATH, **_user_env(config.uid))
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def command_env(assignment, *, config: sandbox.SandboxConfig | None = None) -> dict[str, str]:
+    """The agent's basics, the execution's variables (its job's, with the run's
+    overrides), the job's secrets, and Hodei's own."""
+    env = agent_env(config)
     env.update(assignment.env)
     env.update(assignment.secret_env)
     env.update(
@@ -55,46 +61,46 @@ def command_env(assignment, *, config: sandbox.SandboxConfig | None = None) -> d
 # and removing a directory costs about 0.3 ms on a journaling filesystem (ext4) and a
 # drain runs hundreds a second; an empty directory of the same owner and mode 0700 is
 # as good as a new one. Whatever a command left in its directory goes with it (rmtree).
-MAX_SPARE_WORKDIRS = 64
-_spare_workdirs: dict[str | None, list[str]] = {}
+MAX_KEPT_WORKDIRS = 64
+_kept_workdirs: dict[str | None, list[str]] = {}
 
 
-def _new_workdir(root: str | None) -> str:
-    spares = _spare_workdirs.get(root)
-    while spares:
-        path = spares.pop()
+def new_workdir(root: str | None) -> str:
+    kept = _kept_workdirs.get(root)
+    while kept:
+        path = kept.pop()
         if os.path.isdir(path):
             return path
     return tempfile.mkdtemp(prefix="hodei-run-", dir=root)
 
 
-def _release_workdir(root: str | None, path: str, owner: tuple[int, int]) -> None:
-    """Keep ``path`` for the next run if it is as ``_new_workdir`` gave it (empty, mode
+def release_workdir(root: str | None, path: str, owner: tuple[int, int]) -> None:
+    """Keep ``path`` for the next run if it is as ``new_workdir`` gave it (empty, mode
     0700, the same owner), else remove it with whatever is in it."""
-    spares = _spare_workdirs.setdefault(root, [])
+    kept = _kept_workdirs.setdefault(root, [])
     try:
         info = os.lstat(path)
         with os.scandir(path) as entries:
             empty = next(entries, None) is None
         if (
             empty
-            and len(spares) < MAX_SPARE_WORKDIRS
+            and len(kept) < MAX_KEPT_WORKDIRS
             and stat.S_ISDIR(info.st_mode)
             and stat.S_IMODE(info.st_mode) == 0o700
             and (info.st_uid, info.st_gid) == owner
         ):
-            spares.append(path)
+            kept.append(path)
             return
     except OSError:
         pass
     shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_spare_workdirs() -> None:
+def remove_kept_workdirs() -> None:
     """When the agent stops: remove the working directories it kept."""
-    for spares in _spare_workdirs.values():
-        while spares:
-            shutil.rmtree(spares.pop(), ignore_errors=True)
+    for kept in _kept_workdirs.values():
+        while kept:
+            shutil.rmtree(kept.pop(), ignore_errors=True)
 
 
 def _user_env(uid: int) -> dict[str, str]:
@@ -119,9 +125,50 @@ class CommandProcess:
         config: sandbox.SandboxConfig,
         network: bool = True,
         limits: sandbox.Limits = NO_LIMITS,
+        spares=None,
     ):
+        """``spares`` (agent.spare.SpareShells): run it in a spare shell if one can."""
         self.workdir_root = workdir_root
-        self.workdir = _new_workdir(workdir_root)
+        spare = None
+        if spares is not None:
+            spare = spares.start(type=type, command=command, env=env, limits=limits)
+        if spare is not None:
+            self.workdir, self.prepared, self.popen = spare.workdir, spare.prepared, spare.popen
+        else:
+            self._start_fresh(
+                execution_id=execution_id,
+                command=command,
+                type=type,
+                env=env,
+                config=config,
+                network=network,
+                limits=limits,
+            )
+        # Who owns it now (prepare may have given it to the sandbox user): kept for the
+        # next run only if that has not changed.
+        info = os.lstat(self.workdir)
+        self._workdir_owner = (info.st_uid, info.st_gid)
+        self.prepared.attach(self.popen.pid)
+        self.pid = self.popen.pid
+        self.pidfd = self.prepared.pidfd  # readable once it exits; closed by cleanup
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            os.set_blocking(pipe.fileno(), False)
+        self.returncode: int | None = None
+        self.kill_sent_at: float | None = None
+
+    def _start_fresh(
+        self,
+        *,
+        execution_id: str,
+        command: str,
+        type: str,
+        env: dict[str, str],
+        config: sandbox.SandboxConfig,
+        network: bool,
+        limits: sandbox.Limits,
+    ) -> None:
+        """Start a fresh interpreter (in its sandbox, as configured)."""
+        self.workdir = new_workdir(self.workdir_root)
         inside = sandbox.SANDBOX_WORKDIR if config.isolation == "sandbox" else self.workdir
         env = {**env, "HODEI_OUTPUT": os.path.join(inside, OUTPUT_FILE)}
         self.prepared = None
@@ -152,17 +199,6 @@ class CommandProcess:
                 self.prepared.cleanup()
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
-        # Who owns it now (prepare may have given it to the sandbox user): kept for the
-        # next run only if that has not changed.
-        info = os.lstat(self.workdir)
-        self._workdir_owner = (info.st_uid, info.st_gid)
-        self.prepared.attach(self.popen.pid)
-        self.pid = self.popen.pid
-        self.pidfd = self.prepared.pidfd  # readable once it exits; closed by cleanup
-        for pipe in (self.popen.stdout, self.popen.stderr):
-            os.set_blocking(pipe.fileno(), False)
-        self.returncode: int | None = None
-        self.kill_sent_at: float | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -224,4 +260,4 @@ class CommandProcess:
             except OSError:
                 pass
         self.pidfd = None
-        _release_workdir(self.workdir_root, self.workdir, self._workdir_owner)
+        release_workdir(self.workdir_root, self.workdir, self._workdir_owner)

@@ -88,8 +88,10 @@ manage = partial(benchlib.manage, DATABASE_URL)
 
 # How Hodei's agents run in a configuration: transport (database or HTTP) and isolation
 # (none: plain processes, like procrastinate's; sandbox: bubblewrap, the default).
+# db-cold: without spare shells (agent/spare.py), each command starts a fresh bash.
 MODES = {
     "db": {"transport": "db", "isolation": "none"},
+    "db-cold": {"transport": "db", "isolation": "none", "env": {"HODEI_SPARE_SHELLS": "0"}},
     "db-sandbox": {"transport": "db", "isolation": "sandbox"},
     "http": {"transport": "http", "isolation": "none"},
 }
@@ -133,6 +135,7 @@ def start_agent(
     name: str, concurrency: int, mode: str = "db", server: Server | None = None, **extra_env
 ) -> Proc:
     isolation = MODES[mode]["isolation"]
+    extra_env = {**MODES[mode].get("env", {}), **extra_env}
     args = [VENV_PY, "manage.py", "runworker", "--type", "default", "--name", name]
     args += ["--concurrency", concurrency, "--isolation", isolation]
     if MODES[mode]["transport"] == "http":
@@ -842,6 +845,7 @@ def main() -> int:
         "--modes",
         default="db,http,db-sandbox",
         help="Hodei agent modes, comma-separated: db (database transport, --isolation none), "
+        "db-cold (db without spare shells), "
         "http (hodei-agent over HTTP, --isolation none), db-sandbox (database, bubblewrap)",
     )
     parser.add_argument(

@@ -1,3 +1,4 @@
+import os
 import time
 
 from agent.loop import Agent
@@ -27,3 +28,10 @@ def log_text(execution, stream=None) -> str:
 def worker_of(agent: Agent) -> Worker:
     """The agent's Worker row, as it is now."""
     return Worker.objects.get(pk=agent.worker_id)
+
+
+def workdirs_left(agent: Agent, root: str) -> list[str]:
+    """The working directories under ``root``, but the agent's spare shells' (ready for
+    the next commands: agent/spare.py)."""
+    spares = {os.path.basename(path) for path in agent.spares.workdirs()}
+    return sorted(set(os.listdir(root)) - spares)

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from hodei.lib import clock
-from tests.agent.conftest import drive, log_text, worker_of
+from tests.agent.conftest import drive, log_text, workdirs_left, worker_of
 from tests.factories import JobFactory, WorkerFactory
 from tests.processes import processes_running, sleep_marker
 from workermanager.choices import ExecutionStatus, LogStream, Trigger, WorkerStatus
@@ -99,7 +99,8 @@ def test_it_runs_in_a_fresh_working_directory_that_is_removed(make_agent, workdi
     assert count == "0"
     if agent.config.isolation == "none":
         assert workdir.startswith(workdir_root)
-    assert os.listdir(workdir_root) == []  # removed, with what the command left in it
+    # Removed, with what the command left in it.
+    assert workdirs_left(agent, workdir_root) == []
 
 
 def test_an_empty_working_directory_serves_the_next_run_and_goes_when_the_agent_stops(
@@ -121,7 +122,7 @@ def test_a_working_directory_a_command_changed_is_never_reused(make_agent, workd
     agent = make_agent(concurrency=1)
     execution = drive(agent, execution_enqueue(command="chmod 755 ."))
     assert execution.status == S.SUCCEEDED, log_text(execution)
-    assert os.listdir(workdir_root) == []  # its mode changed: removed, not kept
+    assert workdirs_left(agent, workdir_root) == []  # its mode changed: removed, not kept
 
 
 def test_empty_command_succeeds_at_once_without_a_worker(db):

@@ -1,0 +1,256 @@
+"""Spare shells: bash started before its command is known.
+
+Starting bash costs 1.5 to 2 ms between Popen and the command's first instruction (the
+exec, the dynamic loader, bash's own start), more than anything else between a row
+created and its command running. With isolation "none" an agent keeps one bash (or a
+few: HODEI_SPARE_SHELLS) waiting in a fresh working directory, with the environment
+every command gets from the agent. A claimed bash command is handed to it: the
+execution's own variables and the command through a memfd, then one byte on its stdin
+to go. It starts in about 0.3 ms.
+
+The command runs as ``bash -c COMMAND`` would run it: the same $0, $-, $$, $LINENO,
+$BASH_EXECUTION_STRING, environment, working directory, stdin (/dev/null), open files
+and exit status. What a command can tell apart: bash names its own syntax errors
+"eval:" instead of "-c:".
+
+Handed to a fresh bash instead (cold, as before): sandboxed runs, runs with resource
+limits (their wrappers start with the process), sh and python commands, and a run
+whose environment changes what the agent gives every command (PATH, say) or sets a
+variable bash reads at its start or manages itself (IFS, SHELLOPTS, BASH_ENV...).
+
+A spare whose agent dies reads end of file on its stdin and exits."""
+
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+
+from agent import sandbox
+from agent.process import (
+    ENV_NAME,
+    INTERPRETERS,
+    NO_LIMITS,
+    OUTPUT_FILE,
+    agent_env,
+    new_workdir,
+    release_workdir,
+)
+
+log = logging.getLogger("hodei.agent")
+
+# Reads the go byte (or end of file: the agent is gone), gives the command /dev/null for
+# stdin, reads the run's variables and its command from the memfd, closes it, and runs
+# the command as -c would. {fd} is the memfd's number. One line, so that the command's
+# $LINENO counts from 1 as under -c.
+WRAPPER = (
+    'IFS= read -r __hodei || exit 0; exec 0</dev/null; IFS= read -r -d "" __hodei_env <&{fd}'
+    ' && IFS= read -r -d "" __hodei <&{fd}; exec {fd}<&-; eval "$__hodei_env";'
+    ' unset __hodei_env; BASH_EXECUTION_STRING=$__hodei; eval "unset __hodei;$__hodei"'
+)
+
+# Variables bash reads when it starts or manages itself (the bash manual's "Shell
+# Variables"): set at its start or afterwards they differ, so a run that sets one starts
+# a fresh bash.
+SHELL_VARIABLES = frozenset(
+    [
+        "BASH",
+        "BASHOPTS",
+        "BASHPID",
+        "CDPATH",
+        "CHILD_MAX",
+        "COLUMNS",
+        "COMPREPLY",
+        "COPROC",
+        "DIRSTACK",
+        "EMACS",
+        "ENV",
+        "EPOCHREALTIME",
+        "EPOCHSECONDS",
+        "EUID",
+        "EXECIGNORE",
+        "FCEDIT",
+        "FIGNORE",
+        "FUNCNAME",
+        "FUNCNEST",
+        "GLOBIGNORE",
+        "GROUPS",
+        "HOSTFILE",
+        "HOSTNAME",
+        "HOSTTYPE",
+        "IFS",
+        "IGNOREEOF",
+        "INPUTRC",
+        "INSIDE_EMACS",
+        "LINENO",
+        "LINES",
+        "MACHTYPE",
+        "MAIL",
+        "MAILCHECK",
+        "MAILPATH",
+        "MAPFILE",
+        "OLDPWD",
+        "OPTARG",
+        "OPTERR",
+        "OPTIND",
+        "OSTYPE",
+        "PIPESTATUS",
+        "POSIXLY_CORRECT",
+        "PPID",
+        "PROMPT_COMMAND",
+        "PROMPT_DIRTRIM",
+        "PS0",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PWD",
+        "RANDOM",
+        "REPLY",
+        "SECONDS",
+        "SHELL",
+        "SHELLOPTS",
+        "SHLVL",
+        "SRANDOM",
+        "TIMEFORMAT",
+        "TMOUT",
+        "UID",
+        "histchars",
+    ]
+)
+SHELL_PREFIXES = re.compile(r"BASH_|COMP_|HIST|LC_|READLINE_|__hodei")
+
+
+def shell_reads(name: str) -> bool:
+    return name in SHELL_VARIABLES or SHELL_PREFIXES.match(name) is not None
+
+
+class Spare:
+    """One bash waiting for its command, in its own working directory and session."""
+
+    def __init__(self, *, workdir_root: str | None, config: sandbox.SandboxConfig):
+        self.workdir = new_workdir(workdir_root)
+        self.workdir_root = workdir_root
+        self.env = {**agent_env(config), "HODEI_OUTPUT": os.path.join(self.workdir, OUTPUT_FILE)}
+        self.memfd = os.memfd_create("hodei-spare", os.MFD_CLOEXEC)
+        self.prepared = None
+        self.popen = None
+        try:
+            self.prepared = sandbox.prepare(
+                config,
+                execution_id="spare",
+                argv=[*INTERPRETERS["bash"], WRAPPER.format(fd=self.memfd)],
+                env=self.env,
+                workdir=self.workdir,
+            )
+            self.popen = subprocess.Popen(
+                self.prepared.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.prepared.cwd,
+                env=self.prepared.env,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(self.memfd,),
+            )
+        except BaseException:
+            self.discard()
+            raise
+
+    def script(self, env: dict[str, str]) -> str | None:
+        """The statements that make this spare's environment ``env``, or None when a
+        fresh bash must run it (see the module's docstring)."""
+        if any(env.get(name) != value for name, value in self.env.items()):
+            return None
+        exports = []
+        for name, value in env.items():
+            if name in self.env:
+                continue
+            if not ENV_NAME.fullmatch(name) or shell_reads(name) or "\0" in value:
+                return None
+            exports.append(f"export {name}={shlex.quote(value)}")
+        return "\n".join(exports)
+
+    def start(self, command: str, env: dict[str, str]) -> bool:
+        """Run ``command`` with ``env``. False, and nothing started, if this spare
+        cannot run it (the caller starts a fresh bash; this spare stays usable), or
+        has died (the caller discards it)."""
+        script = self.script(env)
+        if script is None or "\0" in command or self.popen.poll() is not None:
+            return False
+        os.pwrite(self.memfd, f"{script}\0{command}\0".encode(), 0)
+        try:
+            os.write(self.popen.stdin.fileno(), b"\n")
+        except OSError:  # it died meanwhile (EPIPE): nothing was started
+            return False
+        self.popen.stdin.close()
+        os.close(self.memfd)
+        self.memfd = None
+        return True
+
+    def discard(self) -> None:
+        """Stop it and forget it (it never ran anything), its directory with it."""
+        if self.popen is not None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except OSError:
+                pass  # already gone (reaped by a poll)
+            self.popen.wait()
+            for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+                pipe.close()
+        if self.prepared is not None:
+            self.prepared.cleanup()
+        if self.memfd is not None:
+            os.close(self.memfd)
+            self.memfd = None
+        release_workdir(self.workdir_root, self.workdir, (os.getuid(), os.getgid()))
+
+
+class SpareShells:
+    """An agent's spare shells (isolation "none" only; ``count`` 0 keeps none)."""
+
+    def __init__(self, *, count: int, workdir_root: str | None, config: sandbox.SandboxConfig):
+        self.count = count if config.isolation == "none" else 0
+        self.workdir_root = workdir_root
+        self.config = config
+        self.spares: list[Spare] = []
+
+    def fill(self, room: int) -> int:
+        """Start spares until there are ``count`` of them, or ``room`` (the agent's free
+        slots). Returns how many it started."""
+        started = 0
+        while len(self.spares) < min(self.count, room):
+            try:
+                self.spares.append(Spare(workdir_root=self.workdir_root, config=self.config))
+            except (OSError, sandbox.SandboxError) as exc:
+                log.warning("no spare shells: %s; commands start a fresh bash each", exc)
+                self.count = 0
+                break
+            started += 1
+        return started
+
+    def start(
+        self, *, type: str, command: str, env: dict[str, str], limits: sandbox.Limits
+    ) -> Spare | None:
+        """A spare running ``command``, if one can; None otherwise (start it cold)."""
+        if type != "bash" or limits != NO_LIMITS:
+            return None
+        while self.spares:
+            spare = self.spares[-1]
+            env = {**env, "HODEI_OUTPUT": spare.env["HODEI_OUTPUT"]}
+            if spare.start(command, env):
+                self.spares.pop()
+                return spare
+            if spare.popen.poll() is None:
+                return None  # alive, but this run needs a fresh bash
+            self.spares.pop().discard()  # it died: try the next one
+        return None
+
+    def workdirs(self) -> list[str]:
+        return [spare.workdir for spare in self.spares]
+
+    def close(self) -> None:
+        while self.spares:
+            self.spares.pop().discard()
