@@ -8,10 +8,18 @@ every command gets from the agent. A claimed bash command is handed to it: the
 execution's own variables and the command through a memfd, then one byte on its stdin
 to go. It starts in about 0.3 ms.
 
-The command runs as ``bash -c COMMAND`` would run it: the same $0, $-, $$, $LINENO,
-$BASH_EXECUTION_STRING, environment, working directory, stdin (/dev/null), open files
-and exit status. What a command can tell apart: bash names its own syntax errors
-"eval:" instead of "-c:".
+The command runs as ``bash -c COMMAND`` would run it: the same $0, $-, $$, $_,
+$LINENO, $SECONDS, $BASH_EXECUTION_STRING, environment, working directory, stdin
+(/dev/null), open files and exit status (tests/agent/test_spare.py compares them). What
+a command can tell apart:
+
+- bash names its own syntax errors "eval:" instead of "-c:";
+- ``bash -c`` execs the command's last simple command; a spare stays its parent, as
+  ``bash -c`` does for every other command. So that program's parent is bash, bash
+  reports it on stderr when a signal kills it ("Terminated", "Aborted"), and when it
+  handles a SIGTERM (a timeout, a cancel) and exits of its own within its grace period,
+  the run's exit status is 143 rather than the program's own;
+- ``trap -p`` lists the TERM trap that lets that program have its grace period.
 
 Handed to a fresh bash instead (cold, as before): sandboxed runs, runs with resource
 limits (their wrappers start with the process), sh and python commands, and a run
@@ -41,13 +49,22 @@ from agent.process import (
 log = logging.getLogger("hodei.agent")
 
 # Reads the go byte (or end of file: the agent is gone), gives the command /dev/null for
-# stdin, reads the run's variables and its command from the memfd, closes it, and runs
-# the command as -c would. {fd} is the memfd's number. One line, so that the command's
-# $LINENO counts from 1 as under -c.
+# stdin (read-write, as Popen's DEVNULL), reads the run's variables and its command from
+# the memfd, closes it, and runs the command as -c would: $SECONDS from 0, $_ the shell's
+# path. {fd} is the memfd's number. One line, so that the command's $LINENO counts from
+# 1 as under -c.
+#
+# bash -c execs its last simple command, so SIGTERM (a timeout, a cancel) reaches the
+# program alone and it may take its grace period to exit. eval does not: bash stays the
+# program's parent and would die of the SIGTERM at once, and the agent would then kill
+# the program before its grace. The TERM trap lets bash wait for its command, then die
+# of the same signal (exit status 143, where the program's own might have been given).
 WRAPPER = (
-    'IFS= read -r __hodei || exit 0; exec 0</dev/null; IFS= read -r -d "" __hodei_env <&{fd}'
+    "trap 'trap - TERM; kill -TERM $$' TERM; IFS= read -r __hodei || exit 0;"
+    ' exec 0<>/dev/null; IFS= read -r -d "" __hodei_env <&{fd}'
     ' && IFS= read -r -d "" __hodei <&{fd}; exec {fd}<&-; eval "$__hodei_env";'
-    ' unset __hodei_env; BASH_EXECUTION_STRING=$__hodei; eval "unset __hodei;$__hodei"'
+    " unset __hodei_env; BASH_EXECUTION_STRING=$__hodei; SECONDS=0;"
+    r' eval "unset __hodei; : \"\$BASH\"; $__hodei"'
 )
 
 # Variables bash reads when it starts or manages itself (the bash manual's "Shell
@@ -136,6 +153,7 @@ class Spare:
         self.memfd = os.memfd_create("hodei-spare", os.MFD_CLOEXEC)
         self.prepared = None
         self.popen = None
+        self.broken = False  # it could not be handed a command: to be discarded
         try:
             self.prepared = sandbox.prepare(
                 config,
@@ -176,14 +194,20 @@ class Spare:
     def start(self, command: str, env: dict[str, str]) -> bool:
         """Run ``command`` with ``env``. False, and nothing started, if this spare
         cannot run it (the caller starts a fresh bash; this spare stays usable), or
-        has died (the caller discards it)."""
+        is ``broken`` (died, or its stdin is gone: the caller discards it)."""
         script = self.script(env)
-        if script is None or "\0" in command or self.popen.poll() is not None:
+        if script is None or "\0" in command:
             return False
-        os.pwrite(self.memfd, f"{script}\0{command}\0".encode(), 0)
+        if self.popen.poll() is not None:
+            self.broken = True
+            return False
         try:
+            # As Popen encodes arguments and variables (os.fsencode).
+            data = f"{script}\0{command}\0".encode("utf-8", "surrogateescape")
+            os.pwrite(self.memfd, data, 0)
             os.write(self.popen.stdin.fileno(), b"\n")
-        except OSError:  # it died meanwhile (EPIPE): nothing was started
+        except (OSError, UnicodeError):  # died meanwhile (EPIPE), or cannot take it
+            self.broken = True
             return False
         self.popen.stdin.close()
         os.close(self.memfd)
@@ -193,10 +217,11 @@ class Spare:
     def discard(self) -> None:
         """Stop it and forget it (it never ran anything), its directory with it."""
         if self.popen is not None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except OSError:
-                pass  # already gone (reaped by a poll)
+            if self.popen.returncode is None:  # not reaped: its pid is still its own
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except OSError:
+                    pass
             self.popen.wait()
             for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
                 pipe.close()
@@ -243,9 +268,9 @@ class SpareShells:
             if spare.start(command, env):
                 self.spares.pop()
                 return spare
-            if spare.popen.poll() is None:
-                return None  # alive, but this run needs a fresh bash
-            self.spares.pop().discard()  # it died: try the next one
+            if not spare.broken:
+                return None  # this run needs a fresh bash
+            self.spares.pop().discard()  # try the next one
         return None
 
     def workdirs(self) -> list[str]:

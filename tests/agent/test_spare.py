@@ -28,7 +28,9 @@ BASH = shutil.which("bash", path=agent_env(NONE)["PATH"])  # as the agent finds 
 
 # What a command can see of the shell that runs it. `env` (sorted) and `declare -p` show
 # every variable (no wrapper variable may be left), /proc/$$/fd the open files.
-PROBE = r"""env | sort
+PROBE = r"""echo "_=$_ seconds=$SECONDS"
+env | sort
+echo stdin-writable >&0 || echo "stdin is not writable"
 echo "0=$0 -=$- line=$LINENO shlvl=$SHLVL pwd=$PWD here=$(pwd) ppid_is_agent=$((PPID == AGENT_PID))"
 echo "exec=$BASH_EXECUTION_STRING" | head -c 40; echo
 compgen -v | grep -c ^__hodei
@@ -88,6 +90,7 @@ def spares_of(root, count=1):
 
 def test_a_spare_runs_a_command_as_a_fresh_bash_would(root):
     spares = spares_of(root)
+    time.sleep(1.1)  # a spare waits: its $SECONDS still starts from 0
     env = {"A": "it's\na value", "TOKEN": "s3cr3t"}
     warm = run(PROBE + "\n", root=root, spares=spares, env=env)
     cold = run(PROBE + "\n", root=root, env=env)
@@ -98,9 +101,50 @@ def test_a_spare_runs_a_command_as_a_fresh_bash_would(root):
     assert err == "to stderr\n"
     assert "[it's\na value]\n" in out and "TOKEN=s3cr3t\n" in out
     assert "HODEI_OUTPUT=WORKDIR/.hodei-output\n" in out
-    assert f"0={BASH} -=hBc line=2 shlvl=1 pwd=WORKDIR here=WORKDIR ppid_is_agent=1" in out
-    assert "exec=env | sort\n" in out
-    assert "\n0\n0 1 2 \nstdin=[]\n[it's\na value]\nin f at 9\n" in out
+    assert out.startswith(f"_={BASH} seconds=0\n")
+    assert f"0={BASH} -=hBc line=4 shlvl=1 pwd=WORKDIR here=WORKDIR ppid_is_agent=1" in out
+    assert 'exec=echo "_=$_ seconds=$SECONDS"\n' in out
+    assert "\n0\n0 1 2 \nstdin=[]\n[it's\na value]\nin f at 11\n" in out
+
+
+def test_a_command_that_is_no_valid_utf_8_runs_as_under_bash_c(root):
+    """Popen passes such a command on as bytes (os.fsencode): so does a spare."""
+    command = "printf %s '\udcff' | od -An -tx1"
+    spares = spares_of(root)
+    assert run(command, root=root, spares=spares) == run(command, root=root) == (0, " ff\n", "")
+    assert spares.spares == []
+
+
+def test_a_program_that_handles_sigterm_gets_its_grace_period(root):
+    """bash -c execs the last command, so SIGTERM reaches the program alone; a spare
+    waits for it and then dies of the same signal (agent/spare.py's docstring)."""
+    command = (
+        "python3 -c 'import os, signal, sys, time\n"
+        'def bye(*_): time.sleep(0.3); os.write(1, b"cleaned up\\n"); sys.exit(7)\n'
+        'signal.signal(signal.SIGTERM, bye); print("ready", flush=True); time.sleep(30)\''
+    )
+    results = {}
+    for name, spares in (("spare", spares_of(root)), ("fresh", None)):
+        process = CommandProcess(
+            execution_id="e-1",
+            command=command,
+            type="bash",
+            env=agent_env(NONE),
+            workdir_root=root,
+            config=NONE,
+            spares=spares,
+        )
+        os.set_blocking(process.popen.stdout.fileno(), True)
+        assert process.popen.stdout.readline() == b"ready\n"
+        started = time.monotonic()
+        process.terminate()
+        select.select([process.pidfd], [], [], 10)
+        results[name] = (process.poll(), process.popen.stdout.read(), time.monotonic() - started)
+        print(name, results[name], process.popen.stderr.read())
+        process.close()
+    assert results["fresh"][:2] == (7, b"cleaned up\n")
+    assert results["spare"][:2] == (143, b"cleaned up\n")
+    assert results["spare"][2] >= 0.3
 
 
 def test_its_syntax_errors_name_eval_where_bash_c_names_c(root):
