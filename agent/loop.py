@@ -76,7 +76,7 @@ class AgentConfig:
     isolation: str = "sandbox"  # or "none": plain processes of the agent's own user
     sandbox_uid: int = 65534
     sandbox_gid: int = 65534
-    # Bash processes kept started for the next commands (isolation "none"; agent.spare).
+    # Bash processes kept started for the next commands (agent.spare).
     spare_shells: int = 1
 
     # field -> the environment variable that sets it (the control plane reads the same
@@ -480,6 +480,9 @@ class Agent:
 
     def _store(self, chunks: list) -> None:
         """Store chunks at once, with any left over from a failed attempt first."""
+        if self.stop_reason:  # refused: nothing it sends would be accepted
+            self.unstored = []
+            return
         self.unstored.extend(chunks)
         if self.unstored:
             self.transport.store_logs(self.unstored)
@@ -553,7 +556,7 @@ class Agent:
         # Every chunk is stored before the outcome (by the report's own request where
         # the transport can): a reader that sees a finished execution has seen all of
         # its output. Chunks not stored stay for the next attempt.
-        if reports:
+        if reports and not self.stop_reason:
             self.unstored.extend(chunks)
             free_after = self._free_slots(ending=len(runs))
             self.transport.settle_many(reports, free_after=free_after, chunks=self.unstored)

@@ -243,10 +243,18 @@ def test_manage_py_runworker_with_server_is_the_same_agent(service, agents):
     assert log_text(done) == "via manage.py\n"
 
 
-def test_a_revoked_agent_stops_within_a_heartbeat_saying_why(service, agents):
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo up; sleep 60",
+        # Output when it is stopped: nothing the agent sends is accepted any more.
+        "trap 'echo bye; exit 1' TERM; echo up; sleep 60 & wait",
+    ],
+)
+def test_a_revoked_agent_stops_within_a_heartbeat_saying_why(service, agents, command):
     env = agent_env(HODEI_REGISTRATION_TOKEN=registration_token())
     proc = agents(start_agent(service, name="to-revoke", env=env))
-    running = execution_enqueue(command="echo up; sleep 60")
+    running = execution_enqueue(command=command)
     wait_for(lambda: "up" in log_text(running), timeout=15)
     worker = Worker.objects.get(name="to-revoke")
     assert credentials.worker_credential_revoke(worker=worker)
