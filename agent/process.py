@@ -131,7 +131,9 @@ class CommandProcess:
         self.workdir_root = workdir_root
         spare = None
         if spares is not None:
-            spare = spares.start(type=type, command=command, env=env, limits=limits)
+            spare = spares.start(
+                type=type, command=command, env=env, limits=limits, network=network
+            )
         if spare is not None:
             self.workdir, self.prepared, self.popen = spare.workdir, spare.prepared, spare.popen
         else:

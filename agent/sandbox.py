@@ -183,16 +183,12 @@ def prepare(
     if Popen failed. With isolation "none" the command runs as the agent, as before."""
     if config.isolation not in ISOLATIONS:
         raise SandboxError(_config_problem(config))
-    env = dict(env)
+    env = inside_env(config, env)
     if config.isolation == "sandbox":
         _check_identity(config)
         if os.geteuid() == 0:
             # mkdtemp made it 0700 root: the sandbox user must be able to write in it.
             os.chown(workdir, config.uid, config.gid)
-        # The agent's HOME (and TMPDIR) are host paths the sandbox cannot see.
-        env["HOME"] = SANDBOX_WORKDIR
-        if "TMPDIR" in env:
-            env["TMPDIR"] = "/tmp"
         command = [*_user_switch(config), *_bwrap_argv(config, workdir, network), "--", *argv]
         cwd = "/"
     else:
@@ -216,6 +212,17 @@ def prepare(
         cgroups=cgroups,
         enforcement=enforcement,
     )
+
+
+def inside_env(config: SandboxConfig, env: dict[str, str]) -> dict[str, str]:
+    """The environment the command gets from ``env``: in a sandbox, the agent's HOME (and
+    TMPDIR) are host paths it cannot see, so they are the working directory and /tmp."""
+    env = dict(env)
+    if config.isolation == "sandbox":
+        env["HOME"] = SANDBOX_WORKDIR
+        if "TMPDIR" in env:
+            env["TMPDIR"] = "/tmp"
+    return env
 
 
 def _user_switch(config: SandboxConfig) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.process import NO_LIMITS, CommandProcess, agent_env, remove_kept_workdirs
-from agent.sandbox import Limits, SandboxConfig
+from agent.sandbox import Limits, SandboxConfig, probe
 from agent.spare import SpareShells
 from tests.agent.conftest import drive, log_text
 from tests.factories import JobFactory
@@ -23,18 +23,21 @@ from workermanager.choices import ExecutionStatus
 from workermanager.services import execution_enqueue
 
 NONE = SandboxConfig(isolation="none")
+SANDBOX = SandboxConfig()
+SANDBOX_PROBLEM = probe(SANDBOX)
 REPO = Path(__file__).resolve().parents[2]
 BASH = shutil.which("bash", path=agent_env(NONE)["PATH"])  # as the agent finds it: $0
 
 # What a command can see of the shell that runs it. `env` (sorted) and `declare -p` show
-# every variable (no wrapper variable may be left), /proc/$$/fd the open files.
+# every variable (no wrapper variable may be left), /proc/$$/fd the open files (read by
+# bash itself, with no pipe of a pipeline open meanwhile).
 PROBE = r"""echo "_=$_ seconds=$SECONDS"
 env | sort
 echo stdin-writable >&0 || echo "stdin is not writable"
 echo "0=$0 -=$- line=$LINENO shlvl=$SHLVL pwd=$PWD here=$(pwd) ppid_is_agent=$((PPID == AGENT_PID))"
 echo "exec=$BASH_EXECUTION_STRING" | head -c 40; echo
 compgen -v | grep -c ^__hodei
-ls /proc/$$/fd | sort | tr '\n' ' '; echo
+fds=(/proc/$$/fd/*); echo "${fds[@]##*/}"
 echo "stdin=[$(cat)]"
 printf '[%s]\n' "$A"
 echo "to stderr" >&2
@@ -45,15 +48,16 @@ exit 3"""
 @pytest.fixture
 def root():
     path = tempfile.mkdtemp(prefix="hodei-test-spare-")
+    os.chmod(path, 0o711)  # the sandbox user reaches its working directory through it
     yield path
     subprocess.run(["rm", "-rf", path], check=False)
 
 
-def run(command, *, root, spares=None, env=None, type="bash", limits=NO_LIMITS):
+def run(command, *, root, spares=None, env=None, type="bash", limits=NO_LIMITS, config=NONE, **kw):
     """Start ``command`` as the agent does, wait for it, and return (code, stdout, stderr)
     with its working directory written as WORKDIR."""
     env = {
-        **agent_env(NONE),
+        **agent_env(config),
         "HODEI_EXECUTION_ID": "e-1",
         "AGENT_PID": str(os.getpid()),
         **(env or {}),
@@ -64,9 +68,10 @@ def run(command, *, root, spares=None, env=None, type="bash", limits=NO_LIMITS):
         type=type,
         env=env,
         workdir_root=root,
-        config=NONE,
+        config=config,
         limits=limits,
         spares=spares,
+        **kw,
     )
     out, err = b"", b""
     try:
@@ -82,8 +87,8 @@ def run(command, *, root, spares=None, env=None, type="bash", limits=NO_LIMITS):
     return code, *(text.decode().replace(workdir, "WORKDIR") for text in (out, err))
 
 
-def spares_of(root, count=1):
-    spares = SpareShells(count=count, workdir_root=root, config=NONE)
+def spares_of(root, count=1, config=NONE):
+    spares = SpareShells(count=count, workdir_root=root, config=config)
     assert spares.fill(room=count) == count
     return spares
 
@@ -104,7 +109,39 @@ def test_a_spare_runs_a_command_as_a_fresh_bash_would(root):
     assert out.startswith(f"_={BASH} seconds=0\n")
     assert f"0={BASH} -=hBc line=4 shlvl=1 pwd=WORKDIR here=WORKDIR ppid_is_agent=1" in out
     assert 'exec=echo "_=$_ seconds=$SECONDS"\n' in out
-    assert "\n0\n0 1 2 \nstdin=[]\n[it's\na value]\nin f at 11\n" in out
+    assert "\n0\n0 1 2 3\nstdin=[]\n[it's\na value]\nin f at 11\n" in out
+
+
+needs_sandbox = pytest.mark.skipif(
+    SANDBOX_PROBLEM is not None, reason=f"the sandbox cannot run here: {SANDBOX_PROBLEM}"
+)
+
+
+@needs_sandbox
+def test_a_sandboxed_spare_runs_a_command_as_a_fresh_sandbox_would(root):
+    """The spare waits in the run's sandbox (bubblewrap, as configured)."""
+    spares = spares_of(root, config=SANDBOX)
+    env = {"A": "it's\na value", "HOME": "/ignored", "TMPDIR": "/also/ignored"}
+    probe = PROBE + "\nid -u; ls -A /tmp | wc -l\n"
+    warm = run(probe, root=root, spares=spares, env=env, config=SANDBOX)
+    cold = run(probe, root=root, env=env, config=SANDBOX)
+    assert spares.spares == []  # the spare ran it
+    assert warm == cold
+    code, out, err = warm
+    assert (code, err) == (3, "to stderr\n")
+    assert "HODEI_OUTPUT=/workspace/.hodei-output\nHOME=/workspace\n" in out
+    assert "TMPDIR=/tmp\n" in out and "pwd=/workspace here=/workspace" in out
+
+
+@needs_sandbox
+def test_a_sandboxed_run_without_the_network_gets_a_fresh_sandbox(root):
+    spares = spares_of(root, config=SANDBOX)
+    command = "cat /proc/net/dev | wc -l"
+    warm = run(command, root=root, spares=spares, config=SANDBOX, network=False)
+    assert len(spares.spares) == 1  # not this run's: the spare's sandbox has the network
+    assert warm == run(command, root=root, config=SANDBOX, network=False)
+    assert warm != run(command, root=root, spares=spares, config=SANDBOX)
+    assert spares.spares == []  # that one it ran
 
 
 def test_a_command_that_is_no_valid_utf_8_runs_as_under_bash_c(root):
@@ -206,7 +243,6 @@ def test_fill_keeps_no_more_than_count_nor_the_free_slots(root):
     assert spares.fill(room=4) == 1
     assert spares.fill(room=4) == 0
     spares.close()
-    assert SpareShells(count=2, workdir_root=root, config=SandboxConfig()).fill(room=4) == 0
 
 
 def test_a_spare_exits_when_its_agent_is_killed(root):
