@@ -88,12 +88,17 @@ manage = partial(benchlib.manage, DATABASE_URL)
 
 # How Hodei's agents run in a configuration: transport (database or HTTP) and isolation
 # (none: plain processes, like procrastinate's; sandbox: bubblewrap, the default).
-# db-cold, http-cold: without spare shells (agent/spare.py), each command starts a fresh
-# bash.
+# db-cold, http-cold, db-sandbox-cold: without spare shells (agent/spare.py), each
+# command starts a fresh bash (in a fresh sandbox).
 MODES = {
     "db": {"transport": "db", "isolation": "none"},
     "db-cold": {"transport": "db", "isolation": "none", "env": {"HODEI_SPARE_SHELLS": "0"}},
     "db-sandbox": {"transport": "db", "isolation": "sandbox"},
+    "db-sandbox-cold": {
+        "transport": "db",
+        "isolation": "sandbox",
+        "env": {"HODEI_SPARE_SHELLS": "0"},
+    },
     "http": {"transport": "http", "isolation": "none"},
     "http-cold": {"transport": "http", "isolation": "none", "env": {"HODEI_SPARE_SHELLS": "0"}},
 }
@@ -847,7 +852,7 @@ def main() -> int:
         "--modes",
         default="db,http,db-sandbox",
         help="Hodei agent modes, comma-separated: db (database transport, --isolation none), "
-        "db-cold and http-cold (without spare shells), "
+        "db-cold, http-cold and db-sandbox-cold (without spare shells), "
         "http (hodei-agent over HTTP, --isolation none), db-sandbox (database, bubblewrap)",
     )
     parser.add_argument(

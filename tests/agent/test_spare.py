@@ -245,13 +245,15 @@ def test_fill_keeps_no_more_than_count_nor_the_free_slots(root):
     spares.close()
 
 
-def test_a_spare_exits_when_its_agent_is_killed(root):
-    """Its stdin (the go pipe) ends with the agent: it exits without running anything."""
+@pytest.mark.parametrize("isolation", ["none", pytest.param("sandbox", marks=needs_sandbox)])
+def test_a_spare_exits_when_its_agent_is_killed(root, isolation):
+    """Its stdin (the go pipe) ends with the agent: it exits without running anything (a
+    sandboxed one is also killed with it: bwrap --die-with-parent)."""
     script = (
         "import os, sys, time\n"
         "from agent.sandbox import SandboxConfig\n"
         "from agent.spare import SpareShells\n"
-        "config = SandboxConfig(isolation='none')\n"
+        f"config = SandboxConfig(isolation={isolation!r})\n"
         f"spares = SpareShells(count=1, workdir_root={root!r}, config=config)\n"
         "spares.fill(room=1)\n"
         "print(spares.spares[0].popen.pid, flush=True)\n"
