@@ -103,6 +103,29 @@ def remove_kept_workdirs() -> None:
             shutil.rmtree(kept.pop(), ignore_errors=True)
 
 
+def output_path(config: sandbox.SandboxConfig, workdir: str) -> str:
+    """$HODEI_OUTPUT of a run in ``workdir``, as the command sees it."""
+    inside = sandbox.SANDBOX_WORKDIR if config.isolation == "sandbox" else workdir
+    return os.path.join(inside, OUTPUT_FILE)
+
+
+def popen(prepared: sandbox.Prepared, *, stdin, pass_fds=()) -> subprocess.Popen:
+    """Start a prepared command, its output on pipes. start_new_session gives it its own
+    process group (to kill it whole) without preexec_fn, which would force Python's slow
+    fork() path."""
+    return subprocess.Popen(
+        prepared.argv,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=prepared.cwd,
+        env=prepared.env,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=pass_fds,
+    )
+
+
 def _user_env(uid: int) -> dict[str, str]:
     try:
         name = pwd.getpwuid(uid).pw_name
@@ -171,8 +194,7 @@ class CommandProcess:
     ) -> None:
         """Start a fresh interpreter (in its sandbox, as configured)."""
         self.workdir = new_workdir(self.workdir_root)
-        inside = sandbox.SANDBOX_WORKDIR if config.isolation == "sandbox" else self.workdir
-        env = {**env, "HODEI_OUTPUT": os.path.join(inside, OUTPUT_FILE)}
+        env = {**env, "HODEI_OUTPUT": output_path(config, self.workdir)}
         self.prepared = None
         try:
             self.prepared = sandbox.prepare(
@@ -184,18 +206,7 @@ class CommandProcess:
                 network=network,
                 limits=limits,
             )
-            # start_new_session gives the command its own process group (to kill it whole)
-            # without preexec_fn, which would force Python's slow fork() path.
-            self.popen = subprocess.Popen(
-                self.prepared.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.prepared.cwd,
-                env=self.prepared.env,
-                start_new_session=True,
-                close_fds=True,
-            )
+            self.popen = popen(self.prepared, stdin=subprocess.DEVNULL)
         except BaseException:
             if self.prepared is not None:
                 self.prepared.cleanup()

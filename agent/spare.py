@@ -43,9 +43,10 @@ from agent.process import (
     ENV_NAME,
     INTERPRETERS,
     NO_LIMITS,
-    OUTPUT_FILE,
     agent_env,
     new_workdir,
+    output_path,
+    popen,
     release_workdir,
 )
 
@@ -154,9 +155,7 @@ class Spare:
         self.workdir_root = workdir_root
         self.config = config
         self.owner = (os.getuid(), os.getgid())
-        inside = sandbox.SANDBOX_WORKDIR if config.isolation == "sandbox" else self.workdir
-        self.output_path = os.path.join(inside, OUTPUT_FILE)
-        self.env = {**agent_env(config), "HODEI_OUTPUT": self.output_path}
+        self.output_path = output_path(config, self.workdir)
         self.memfd = os.memfd_create("hodei-spare", os.MFD_CLOEXEC)
         self.prepared = None
         self.popen = None
@@ -166,23 +165,14 @@ class Spare:
                 config,
                 execution_id="spare",
                 argv=[*INTERPRETERS["bash"], WRAPPER.format(fd=self.memfd)],
-                env=self.env,
+                env={**agent_env(config), "HODEI_OUTPUT": self.output_path},
                 workdir=self.workdir,
             )
-            self.env = self.prepared.env  # as the command sees it (in its sandbox)
+            # What every command it runs gets, as the command sees it (in its sandbox).
+            self.env = self.prepared.env
             info = os.lstat(self.workdir)  # the sandbox user's now, if the agent is root
             self.owner = (info.st_uid, info.st_gid)
-            self.popen = subprocess.Popen(
-                self.prepared.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.prepared.cwd,
-                env=self.prepared.env,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(self.memfd,),
-            )
+            self.popen = popen(self.prepared, stdin=subprocess.PIPE, pass_fds=(self.memfd,))
         except BaseException:
             self.discard()
             raise

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent import sandbox
+from agent.process import popen
 from agent.sandbox import Limits, SandboxConfig, SandboxError, prepare, probe
 
 CONFIG = SandboxConfig()
@@ -39,18 +40,8 @@ class Run:
             workdir=self.workdir,
             **kw,
         )
-        p = self.prepared
-        self.popen = subprocess.Popen(
-            p.argv,
-            cwd=p.cwd,
-            env=p.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-        p.attach(self.popen.pid)
+        self.popen = popen(self.prepared, stdin=subprocess.DEVNULL)
+        self.prepared.attach(self.popen.pid)
 
     def finish(self, timeout: float = 10) -> tuple[int, str, str]:
         out, err = self.popen.communicate(timeout=timeout)

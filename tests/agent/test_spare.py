@@ -25,6 +25,9 @@ from workermanager.services import execution_enqueue
 NONE = SandboxConfig(isolation="none")
 SANDBOX = SandboxConfig()
 SANDBOX_PROBLEM = probe(SANDBOX)
+needs_sandbox = pytest.mark.skipif(
+    SANDBOX_PROBLEM is not None, reason=f"the sandbox cannot run here: {SANDBOX_PROBLEM}"
+)
 REPO = Path(__file__).resolve().parents[2]
 BASH = shutil.which("bash", path=agent_env(NONE)["PATH"])  # as the agent finds it: $0
 
@@ -110,11 +113,6 @@ def test_a_spare_runs_a_command_as_a_fresh_bash_would(root):
     assert f"0={BASH} -=hBc line=4 shlvl=1 pwd=WORKDIR here=WORKDIR ppid_is_agent=1" in out
     assert 'exec=echo "_=$_ seconds=$SECONDS"\n' in out
     assert "\n0\n0 1 2 3\nstdin=[]\n[it's\na value]\nin f at 11\n" in out
-
-
-needs_sandbox = pytest.mark.skipif(
-    SANDBOX_PROBLEM is not None, reason=f"the sandbox cannot run here: {SANDBOX_PROBLEM}"
-)
 
 
 @needs_sandbox
