@@ -38,9 +38,9 @@ from benchlib import (
     machine_cpu,
     median,
     pct,
-    proc_cpu,
     say,
     stop_all,
+    tree_cpu,
 )
 
 BENCH_VENV = ROOT / "var" / "bench-venv"
@@ -445,17 +445,6 @@ def open_loop(client: ApiClient, pool, rate: float, seconds: float) -> list[dict
     for future in futures:
         future.result()
     return [r for r in results if r is not None]
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live children (gunicorn's master and workers)."""
-    total = (proc_cpu(pid) or (0.0, 0.0))[0]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except OSError:
-        children = []
-    return total + sum(tree_cpu(c) for c in children)
 
 
 def wait_none_left(conn, table: str, pending: str, ids: list) -> None:

@@ -267,6 +267,17 @@ def proc_cpu(pid: int) -> tuple[float, float] | None:
     return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (gunicorn's master and workers)."""
+    total = (proc_cpu(pid) or (0.0, 0.0))[0]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return total + sum(tree_cpu(c) for c in children)
+
+
 def backend_cpus(conn, dbname: str) -> dict[int, float]:
     """CPU seconds used so far by each server process of the other sessions on dbname."""
     pids = conn.execute(

@@ -1,10 +1,13 @@
 """Serializer fields shared by the three APIs."""
 
 import re
+from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.functional import cached_property
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 from rest_framework.utils.serializer_helpers import BindingDict
 
 from hodei.lib.validators import plain_text
@@ -123,6 +126,89 @@ class CachedFieldsMixin:
             field.parent = self
             fields.fields[name] = field
         return fields
+
+    def to_representation(self, instance):
+        """DRF's ``Serializer.to_representation``, reading through the class's bound
+        prototypes where a field never looks at its parent (``PARENT_FREE``): those are
+        not copied for the instance, and a plain attribute is read with ``getattr``.
+        A field that may look at its parent (a method field, a related field), a
+        dotted or ``*`` source, a dictionary instance, a callable or missing attribute
+        go through DRF's own path on this instance's copy of the field."""
+        plan = type(self).__dict__.get("_representation_plan")
+        if plan is None:
+            plan = self._representation_plan_build()
+        mapping = isinstance(instance, Mapping)
+        ret = {}
+        for name, shared, attribute in plan:
+            value = _ABSENT
+            if shared is not None and attribute is not None and not mapping:
+                try:
+                    value = getattr(instance, attribute)
+                except Exception:  # DRF's path decides: None, a default, skip, raise
+                    value = _ABSENT
+                else:
+                    if callable(value):
+                        value = _ABSENT
+            field = shared
+            if value is _ABSENT:
+                field = self._own_field(name)
+                try:
+                    value = field.get_attribute(instance)
+                except SkipField:
+                    continue
+            check_for_none = value.pk if isinstance(value, PKOnlyObject) else value
+            ret[name] = None if check_for_none is None else field.to_representation(value)
+        return ret
+
+    def _representation_plan_build(self):
+        self.fields  # noqa: B018 - binds the class's prototypes
+        plan = []
+        for name, prototype in type(self)._bound_prototypes.items():
+            if prototype.write_only:
+                continue
+            shared = prototype if type(prototype) in PARENT_FREE else None
+            attrs = prototype.source_attrs
+            plan.append((name, shared, attrs[0] if len(attrs) == 1 else None))
+        type(self)._representation_plan = plan
+        return plan
+
+    def _own_field(self, name: str):
+        """This instance's copy of the field ``name``, bound to it, without copying the
+        others (they are, all at once, when ``fields`` is read)."""
+        if "fields" in self.__dict__:
+            return self.fields[name]
+        own = self.__dict__.setdefault("_own_fields", {})
+        field = own.get(name)
+        if field is None:
+            field = own[name] = _clone(type(self)._bound_prototypes[name])
+            field.parent = self
+        return field
+
+
+_ABSENT = object()
+
+# DRF's field types whose get_attribute (when the attribute is there) and
+# to_representation depend on the value and the field's own options only: never on the
+# parent serializer, its instance or its context. Exact types: a subclass may override
+# either, and goes through its own bound copy (this module's two JSON fields override
+# only to_internal_value).
+PARENT_FREE = frozenset(
+    {
+        JSONObjectField,
+        StringMapField,
+        serializers.BigIntegerField,
+        serializers.BooleanField,
+        serializers.CharField,
+        serializers.ChoiceField,
+        serializers.DateTimeField,
+        serializers.DecimalField,
+        serializers.FloatField,
+        serializers.IntegerField,
+        serializers.JSONField,
+        serializers.ReadOnlyField,
+        serializers.UUIDField,
+    }
+)
 
 
 def _clone(field):
