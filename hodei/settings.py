@@ -107,7 +107,7 @@ MIDDLEWARE = [
     "hodei.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "hodei.middleware.ContentSecurityPolicyMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "hodei.middleware.PrometheusAfterMiddleware",
 ]
 
 TEMPLATES = [

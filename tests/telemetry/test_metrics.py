@@ -56,6 +56,41 @@ def test_http_metrics_from_django_prometheus_are_included(db):
     assert any(name.startswith("django_http_requests") for name in names)
 
 
+def test_each_request_counts_in_its_own_view_method_and_status_series(db):
+    # hodei.middleware.PrometheusAfterMiddleware keeps each labelled child once per
+    # process: the counts must land in the series of their own labels, as django-
+    # prometheus' own labels() would put them.
+    client = client_for("workermanager", UserFactory(is_superuser=True))
+
+    def counts():
+        samples = scrape(client)
+        name = "django_http_responses_total_by_status_view_method_total"
+        return {
+            (labels["status"], labels["view"], labels["method"]): value
+            for (sample, pairs), value in samples.items()
+            if sample == name and (labels := dict(pairs))
+        }
+
+    before = counts()
+    for _ in range(3):
+        assert client.post("/api/v1/execute", {"command": "true"}, format="json").status_code == 201
+    for _ in range(2):
+        assert (
+            client.post("/api/v1/execute", {"timeout_seconds": -1}, format="json").status_code
+            == 400
+        )
+    assert client.get("/api/v1/executions").status_code == 200
+    after = counts()
+
+    def grew(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew(("201", "execute", "POST")) == 3
+    assert grew(("400", "execute", "POST")) == 2
+    assert grew(("200", "execution-list", "GET")) == 1
+    assert grew(("200", "execute", "POST")) == 0
+
+
 def test_finished_executions_are_counted_by_status_and_type_with_durations(db):
     worker = WorkerFactory()
     ok = execution_enqueue(command="true", type="sh")
