@@ -13,7 +13,14 @@ Beside the execute endpoint, the same figures for ``GET /health`` (Django with e
 middleware, no DRF, no database) show what the stack costs before the endpoint's own
 work. Medians of ``--reps`` runs.
 
+The CPU figures move by 10-20 % from run to run on a shared VM. ``--instructions`` counts
+instead the instructions one request executes in process, under valgrind's callgrind
+(repeatable to within 1 %, whatever else the machine does): the count of 120 requests
+less that of 20, over 100, with the garbage collector off (a full collection falls into
+one run and not the other by chance) and a fixed hash seed.
+
     python3 bench/bench_api.py [--requests 1000] [--paced 100] [--rate 10] [--reps 3]
+    python3 bench/bench_api.py --instructions
 """
 
 import argparse
@@ -21,7 +28,10 @@ import gc
 import http.client
 import io
 import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +42,11 @@ from benchlib import manage, median, say, tree_cpu  # noqa: E402
 
 DB = "hodei_bench_api"
 BODY = json.dumps({"command": "echo $EPOCHREALTIME", "type": "bash"}).encode()
+# name: (method, path, body, the status it answers)
+ENDPOINTS = {
+    "health": ("GET", "/health", b"", 200),
+    "execute": ("POST", "/api/v1/execute", BODY, 201),
+}
 
 
 def wsgi_call(handler, environ_base: dict, body: bytes) -> int:
@@ -77,10 +92,7 @@ def in_process(token: str, requests: int, paced: int, rate: float) -> dict:
 
     handler = WSGIHandler()
     out = {}
-    for name, method, path, body, expect in (
-        ("health", "GET", "/health", b"", 200),
-        ("execute", "POST", "/api/v1/execute", BODY, 201),
-    ):
+    for name, (method, path, body, expect) in ENDPOINTS.items():
         environ = environ_for(method, path, token, body)
         for _ in range(50):  # warm-up: imports, prepared statements, caches
             assert wsgi_call(handler, environ, body) == expect
@@ -100,6 +112,42 @@ def in_process(token: str, requests: int, paced: int, rate: float) -> dict:
     return out
 
 
+def count_loop(endpoint: str, n: int) -> None:
+    """Hidden mode (under valgrind): ``n`` requests to ``endpoint`` in process, after a
+    warm-up, with the garbage collector off."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+    method, path, body, expect = ENDPOINTS[endpoint]
+    environ = environ_for(method, path, os.environ["BENCH_API_TOKEN"], body)
+    for _ in range(10):
+        assert wsgi_call(handler, environ, body) == expect
+    gc.collect()
+    gc.disable()
+    for _ in range(n):
+        wsgi_call(handler, environ, body)
+
+
+def instructions(url: str, token: str) -> dict:
+    def count(endpoint: str, n: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+            + [str(benchlib.VENV_PY), __file__, "--count-loop", endpoint, str(n)],
+            env={**os.environ, "BENCH_API_TOKEN": token, "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
+
+    out = {}
+    for endpoint in ENDPOINTS:
+        few, more = count(endpoint, 20), count(endpoint, 120)
+        out[endpoint] = (more - few) / 100
+        say(f"{endpoint}: {out[endpoint] / 1e6:.2f} M instructions per request")
+    return out
+
+
 def under_gunicorn(url: str, token: str, requests: int, paced: int, rate: float) -> dict:
     api, port = benchlib.start_api("gunicorn-bench-api", url)
     out = {}
@@ -113,10 +161,7 @@ def under_gunicorn(url: str, token: str, requests: int, paced: int, rate: float)
             resp.read()
             return resp.status
 
-        for name, method, path, body, expect in (
-            ("health", "GET", "/health", b"", 200),
-            ("execute", "POST", "/api/v1/execute", BODY, 201),
-        ):
+        for name, (method, path, body, expect) in ENDPOINTS.items():
             for _ in range(100):  # both workers warm: the client's connection may move
                 assert call(method, path, body) == expect
             t0 = tree_cpu(api.pid)
@@ -148,10 +193,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="paced requests per second")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-gunicorn", action="store_true", help="in process only")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per request instead"
+    )
+    parser.add_argument("--count-loop", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.count_loop:
+        benchlib.setup_django(benchlib.db_url(DB), HODEI_SERVICE="workermanager")
+        count_loop(args.count_loop[0], int(args.count_loop[1]))
+        return
     url = benchlib.recreate_database(DB, migrate=True)
     token = manage(url, "createtoken", "bench", "--superuser").strip().splitlines()[-1]
+    if args.instructions:
+        counts = instructions(url, token)
+        print("\ninstructions per request, in process (callgrind, garbage collector off)")
+        for endpoint, value in counts.items():
+            print(f"{endpoint:<10}{value / 1e6:>8.2f} M")
+        path = benchlib.save_results("api-instructions", {"instructions": counts})
+        print(f"\nraw: {path.relative_to(benchlib.ROOT)}")
+        return
     benchlib.setup_django(url, HODEI_SERVICE="workermanager")
     say(f"load {benchlib.loadavg():.2f}")
     runs = {"in_process": [], "gunicorn": []}
